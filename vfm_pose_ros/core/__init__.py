@@ -1,0 +1,1 @@
+"""ROS-free, torch-free core: geometry, metrics, catalogue. numpy + scipy only."""
