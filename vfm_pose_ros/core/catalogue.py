@@ -3,7 +3,8 @@
 One :class:`ObjectModel` per object: its mesh (in metres), diameter, symmetry,
 keypoints and named grasp frames. Catalogues come from YAML files in
 ``config/objects/`` (schema below) or from a BOP ``models/`` folder
-(``models_info.json``; see :func:`load_bop_models`).
+(``models_info.json`` with BOP's symmetry fields, names from ``catalogue.json`` or the
+LineMOD table; see :func:`load_bop_models` and :meth:`Catalogue.from_bop_models`).
 
 YAML schema (one file per object)::
 
@@ -16,14 +17,18 @@ YAML schema (one file per object)::
       type: none
       axis: [0, 0, 1]             # continuous: axis in the object frame
       offset: [0, 0, 0]           # continuous: a point on the axis, metres
-      transforms: []              # discrete: list of 4x4 (row-major, metres)
-    keypoints: box                # box = 8 corners + centre; fps:N = N surface points; or a list of [x, y, z]
+      transforms: []              # discrete: list of 4x4 (row-major, metres), identity excluded (as BOP);
+                                  # a continuous symmetry may list some too (combined as BOP does)
+    keypoints: box                # box = 8 corners + centre; fps:N = N farthest-point surface points
+                                  # (seeded at the box centre) + centre; or a list of [x, y, z]
     grasp_frames:                 # named frames in the object frame
       handle: {xyz: [0, 0, -0.05], quat: [0, 0, 0, 1], description: "the handle"}
     description: "a cordless drill" # optional, for prompts
 """
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +46,14 @@ class GraspFrame:
 
 @dataclass
 class Symmetry:
+    """An object's symmetries, BOP style (``models_info.json``), in metres.
+
+    ``transforms`` are the discrete symmetry transforms *without* the identity;
+    ``axis``/``offset`` describe one continuous rotational symmetry. BOP allows
+    both at once (e.g. T-LESS: a continuous axis plus a flip), so ``kind`` is
+    "continuous" whenever an axis is set, whether or not transforms are present.
+    """
+
     kind: str = "none"  # none | discrete | continuous
     transforms: list[np.ndarray] = field(default_factory=list)  # discrete 4x4, metres
     axis: np.ndarray | None = None  # continuous
@@ -49,6 +62,41 @@ class Symmetry:
     @property
     def is_symmetric(self) -> bool:
         return self.kind != "none"
+
+    def to_bop(self) -> dict:
+        """The ``models_info.json`` symmetry fields (millimetres)."""
+        info: dict = {}
+        if self.transforms:
+            flat = []
+            for T in self.transforms:
+                T = np.asarray(T, dtype=float).reshape(4, 4).copy()
+                T[:3, 3] *= 1000.0
+                flat.append([float(v) for v in T.reshape(-1)])
+            info["symmetries_discrete"] = flat
+        if self.kind == "continuous" and self.axis is not None:
+            offset = np.zeros(3) if self.offset is None else np.asarray(self.offset, dtype=float)
+            info["symmetries_continuous"] = [
+                {"axis": [float(v) for v in self.axis], "offset": [float(v) * 1000.0 for v in offset]}
+            ]
+        return info
+
+    @classmethod
+    def from_bop(cls, info: dict) -> Symmetry:
+        """Read BOP's ``symmetries_discrete`` (flattened 4x4, mm) and ``symmetries_continuous`` (axis, offset mm).
+
+        BOP allows several continuous axes; only the first is kept (no BOP dataset has more than one).
+        """
+        transforms = []
+        for flat in info.get("symmetries_discrete", []) or []:
+            T = np.asarray(flat, dtype=float).reshape(4, 4).copy()
+            T[:3, 3] /= 1000.0
+            transforms.append(T)
+        cont = info.get("symmetries_continuous", []) or []
+        if cont:
+            axis = np.asarray(cont[0]["axis"], dtype=float)
+            offset = np.asarray(cont[0].get("offset", [0, 0, 0]), dtype=float) / 1000.0
+            return cls("continuous", transforms, axis, offset)
+        return cls("discrete" if transforms else "none", transforms)
 
 
 @dataclass
@@ -123,27 +171,41 @@ def box_corners(bmin, bmax) -> np.ndarray:
 
 def compute_diameter(vertices) -> float:
     """Largest distance between two model points (over the convex hull, so it is exact and fast)."""
-    from scipy.spatial import ConvexHull
+    from scipy.spatial import ConvexHull, QhullError
     from scipy.spatial.distance import pdist
 
     v = np.asarray(vertices, dtype=float)
     if len(v) < 2:
         return 0.0
-    try:
-        v = v[ConvexHull(v).vertices]
-    except Exception:  # degenerate (flat) point sets: fall back to all points
-        pass
+    if len(v) > 4:
+        try:
+            v = v[ConvexHull(v).vertices]
+        except QhullError:  # degenerate (flat or collinear) point sets: all points, still exact
+            pass
     return float(pdist(v).max())
 
 
-def farthest_point_sampling(points, n: int, seed: int = 0) -> np.ndarray:
-    """n points spread over the surface, greedy farthest-point order (hand-written: scipy has none)."""
+def farthest_point_sampling(points, n: int, seed: int = 0, start: str = "centre") -> np.ndarray:
+    """n points spread over the surface, greedy farthest-point order (hand-written: scipy has none).
+
+    ``start="centre"`` (default) seeds the greedy search with the bounding-box centre, which is not
+    itself returned (PVNet's keypoint choice): the result is deterministic and begins at the
+    extremities. ``start="random"`` seeds with a random point (``seed``), which is returned.
+    """
     pts = np.asarray(points, dtype=float)
     n = min(n, len(pts))
-    rng = np.random.default_rng(seed)
-    chosen = [int(rng.integers(len(pts)))]
-    dist = np.linalg.norm(pts - pts[chosen[0]], axis=1)
-    for _ in range(1, n):
+    if n <= 0:
+        return pts[:0]
+    if start == "centre":
+        centre = 0.5 * (pts.min(axis=0) + pts.max(axis=0))
+        chosen: list[int] = []
+        dist = np.linalg.norm(pts - centre, axis=1)
+    elif start == "random":
+        chosen = [int(np.random.default_rng(seed).integers(len(pts)))]
+        dist = np.linalg.norm(pts - pts[chosen[0]], axis=1)
+    else:
+        raise ValueError(f"start must be 'centre' or 'random', got {start!r}")
+    while len(chosen) < n:
         i = int(np.argmax(dist))
         chosen.append(i)
         dist = np.minimum(dist, np.linalg.norm(pts - pts[i], axis=1))
@@ -173,21 +235,29 @@ def load_mesh(path, unit: str = "m"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mesh file not found: {path} (check the catalogue's 'mesh' path)")
+    scale = {"m": 1.0, "mm": 1e-3}.get(unit)
+    if scale is None:
+        raise ValueError(f"unit must be 'm' or 'mm', got {unit!r}")
     try:
-        mesh = trimesh.load(path, process=False, force="mesh")
+        mesh = trimesh.load(path, process=False)
+        if isinstance(mesh, trimesh.Scene):
+            mesh = trimesh.load(path, process=False, force="mesh")
     except Exception as exc:  # trimesh raises many types for corrupt files
         raise ValueError(f"cannot read mesh {path}: {exc}") from exc
     if len(mesh.vertices) == 0:
         raise ValueError(f"mesh {path} has no vertices")
-    scale = {"m": 1.0, "mm": 1e-3}.get(unit)
-    if scale is None:
-        raise ValueError(f"unit must be 'm' or 'mm', got {unit!r}")
+    if isinstance(mesh, trimesh.PointCloud):  # a PLY without faces: keep the points (metrics need only vertices)
+        colors = np.asarray(mesh.colors)[:, :3].astype(np.uint8) if len(mesh.colors) else None
+        return np.asarray(mesh.vertices, dtype=np.float64) * scale, None, colors
     colors = None
     visual = getattr(mesh, "visual", None)
-    if visual is not None and getattr(visual, "kind", None) == "vertex":
-        colors = np.asarray(visual.vertex_colors)[:, :3].astype(np.uint8)
-    elif visual is not None and getattr(visual, "kind", None) == "texture":
-        colors = np.asarray(visual.to_color().vertex_colors)[:, :3].astype(np.uint8)
+    try:
+        if visual is not None and getattr(visual, "kind", None) == "vertex":
+            colors = np.asarray(visual.vertex_colors)[:, :3].astype(np.uint8)
+        elif visual is not None and getattr(visual, "kind", None) == "texture":
+            colors = np.asarray(visual.to_color().vertex_colors)[:, :3].astype(np.uint8)
+    except (ValueError, AttributeError, TypeError, IndexError):  # a texture trimesh cannot sample: no colours
+        colors = None
     return np.asarray(mesh.vertices, dtype=np.float64) * scale, np.asarray(mesh.faces, dtype=np.int64), colors
 
 
@@ -199,14 +269,19 @@ def _grasp_frames(spec: dict | None) -> dict[str, GraspFrame]:
     return frames
 
 
-def _symmetry(spec: dict | None) -> Symmetry:
+def _symmetry(spec: dict | None, where="") -> Symmetry:
     spec = spec or {}
     kind = spec.get("type", "none")
     if kind not in ("none", "discrete", "continuous"):
-        raise ValueError(f"symmetry type must be none, discrete or continuous; got {kind!r}")
+        raise ValueError(f"{where}symmetry type must be none, discrete or continuous; got {kind!r}")
+    if kind == "continuous" and "axis" not in spec:
+        raise ValueError(f"{where}a continuous symmetry needs an 'axis' (e.g. axis: [0, 0, 1])")
+    transforms = [np.asarray(T, dtype=float).reshape(4, 4) for T in spec.get("transforms", []) or []]
+    if kind == "discrete" and not transforms:
+        raise ValueError(f"{where}a discrete symmetry needs 'transforms' (4x4 matrices in metres, identity excluded)")
     return Symmetry(
         kind=kind,
-        transforms=[np.asarray(T, dtype=float).reshape(4, 4) for T in spec.get("transforms", [])],
+        transforms=transforms,
         axis=np.asarray(spec["axis"], dtype=float) if "axis" in spec else None,
         offset=np.asarray(spec.get("offset", [0, 0, 0]), dtype=float),
     )
@@ -234,19 +309,161 @@ def load_object_yaml(path) -> ObjectModel:
         vertex_colors=colors,
         mesh_path=mesh_path,
         diameter=float(d.get("diameter") or 0.0),
-        symmetry=_symmetry(d.get("symmetry")),
+        symmetry=_symmetry(d.get("symmetry"), f"{path}: "),
         keypoint_spec=d.get("keypoints", "box"),
         grasp_frames=_grasp_frames(d.get("grasp_frames")),
         description=d.get("description", ""),
     )
 
 
+# LineMOD / LM-O object names by BOP obj_id (Hinterstoisser et al. 2012; BOP "lm" and "lmo").
+LINEMOD_NAMES = {
+    1: "ape", 2: "benchvise", 3: "bowl", 4: "camera", 5: "can", 6: "cat", 7: "cup", 8: "driller",
+    9: "duck", 10: "eggbox", 11: "glue", 12: "holepuncher", 13: "iron", 14: "lamp", 15: "phone",
+}
+_LM_DIR = re.compile(r"^(lm|lmo|lm-o|linemod|occlusion)([-_].*)?$", re.IGNORECASE)
+CATALOGUE_JSON = "catalogue.json"  # beside models_info.json: obj_id -> name (+ description, keypoints, grasp frames)
+
+
+def bop_object_name(obj_id: int) -> str:
+    """The fallback name of a BOP object without a known name."""
+    return f"obj_{int(obj_id):06d}"
+
+
+def object_metadata(obj: ObjectModel) -> dict:
+    """What a BOP ``models_info.json`` cannot hold about an object, for ``catalogue.json``."""
+    spec = obj.keypoint_spec
+    if isinstance(spec, np.ndarray) or (isinstance(spec, (list, tuple)) and spec and not isinstance(spec, str)):
+        spec = np.asarray(spec, dtype=float).tolist()
+    grasps = {}
+    for name, g in obj.grasp_frames.items():
+        from .transforms import matrix_to_quat
+
+        grasps[name] = {
+            "xyz": [float(v) for v in g.T[:3, 3]],
+            "quat": [float(v) for v in matrix_to_quat(g.T[:3, :3])],
+            "description": g.description,
+        }
+    return {"name": obj.name, "description": obj.description, "keypoints": spec, "grasp_frames": grasps}
+
+
+def looks_like_linemod(path, obj_ids=None) -> bool:
+    """LM/LM-O folders (``lm/models``, ``lmo``, ``lmo_models``, ...) with ids 1..15: named like the papers do."""
+    if obj_ids is not None and (not len(obj_ids) or max(obj_ids) > 15):
+        return False
+    return any(_LM_DIR.match(part) for part in Path(path).resolve().parts[-3:])
+
+
+def find_models_info(models_dir) -> Path:
+    """``models_info.json`` in a BOP ``models/`` folder, or in ``<dataset>/models`` when given a dataset root."""
+    models_dir = Path(models_dir)
+    for cand in (models_dir / "models_info.json", models_dir / "models" / "models_info.json"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(
+        f"no models_info.json in {models_dir} (nor in {models_dir / 'models'}): pass a BOP models folder "
+        "(obj_XXXXXX.ply in millimetres plus models_info.json), e.g. <dataset>/models or <dataset>/models_eval"
+    )
+
+
+def read_name_mapping(models_dir) -> dict[int, dict]:
+    """``catalogue.json`` beside ``models_info.json`` (written by ``data.bop.write_models_info``), by obj_id.
+
+    Values are dicts with at least ``name``; a bare ``{"1": "ape"}`` mapping is accepted too. Empty when absent.
+    """
+    models_dir = Path(models_dir)
+    path = models_dir / CATALOGUE_JSON
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        d = json.load(f)
+    d = d.get("objects", d)
+    out = {}
+    for k, v in d.items():
+        out[int(k)] = {"name": v} if isinstance(v, str) else dict(v)
+    return out
+
+
+def load_bop_models(models_dir, names=None, id_names: dict | None = None, obj_ids=None) -> list[ObjectModel]:
+    """Objects of a BOP ``models/`` folder: ``obj_XXXXXX.ply`` (mm) and ``models_info.json``.
+
+    Diameters come from ``models_info.json`` (mm -> m) when given, symmetries from its
+    ``symmetries_discrete`` / ``symmetries_continuous`` fields. Names, first match wins:
+    ``id_names`` (obj_id -> name), the folder's ``catalogue.json``, the LineMOD table for
+    LM/LM-O-like folders, else ``obj_XXXXXX``. ``names`` / ``obj_ids`` select objects
+    before any mesh is read.
+    """
+    info_path = find_models_info(models_dir)
+    models_dir = info_path.parent
+    with open(info_path) as f:
+        infos = {int(k): v for k, v in json.load(f).items()}
+    meta = read_name_mapping(models_dir)
+    linemod = looks_like_linemod(models_dir, list(infos))
+    id_names = {int(k): v for k, v in (id_names or {}).items()}
+
+    def name_of(obj_id: int) -> str:
+        if obj_id in id_names:
+            return id_names[obj_id]
+        if obj_id in meta and meta[obj_id].get("name"):
+            return meta[obj_id]["name"]
+        if linemod and obj_id in LINEMOD_NAMES:
+            return LINEMOD_NAMES[obj_id]
+        return bop_object_name(obj_id)
+
+    selected = sorted(infos)
+    if obj_ids is not None:
+        wanted = {int(i) for i in obj_ids}
+        missing = wanted - set(infos)
+        if missing:
+            raise KeyError(f"obj_ids {sorted(missing)} not in {info_path} (it has {selected})")
+        selected = [i for i in selected if i in wanted]
+    if names:
+        by_name = {name_of(i): i for i in selected}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise KeyError(f"unknown object(s) {missing} in {models_dir}; it has: {', '.join(by_name)}")
+        selected = [by_name[n] for n in names]
+
+    objects = []
+    for obj_id in selected:
+        info = infos[obj_id]
+        mesh_path = models_dir / f"obj_{obj_id:06d}.ply"
+        if not mesh_path.is_file():
+            raise FileNotFoundError(f"{info_path} lists object {obj_id} but its mesh {mesh_path} is missing")
+        vertices, faces, colors = load_mesh(mesh_path, unit="mm")
+        m = meta.get(obj_id, {})
+        objects.append(
+            ObjectModel(
+                name=name_of(obj_id),
+                class_id=obj_id,
+                vertices=vertices,
+                faces=faces,
+                vertex_colors=colors,
+                mesh_path=mesh_path,
+                diameter=float(info.get("diameter") or 0.0) / 1000.0,
+                symmetry=Symmetry.from_bop(info),
+                keypoint_spec=m.get("keypoints") or "box",
+                grasp_frames=_grasp_frames(m.get("grasp_frames")),
+                description=m.get("description", ""),
+            )
+        )
+    return objects
+
+
 class Catalogue:
     """Objects by name (and by class id). Unknown names raise a KeyError that lists the known ones."""
 
     def __init__(self, objects: list[ObjectModel]):
-        self.objects = {o.name: o for o in objects}
-        self.by_id = {o.class_id: o for o in objects}
+        self.objects: dict[str, ObjectModel] = {}
+        self.by_id: dict[int, ObjectModel] = {}
+        for o in objects:
+            if o.name in self.objects:
+                raise ValueError(f"two catalogue objects are named {o.name!r}: names must be unique")
+            if o.class_id in self.by_id:
+                other = self.by_id[o.class_id].name
+                raise ValueError(f"objects {other!r} and {o.name!r} share class_id {o.class_id}: ids must be unique")
+            self.objects[o.name] = o
+            self.by_id[o.class_id] = o
 
     def __getitem__(self, name: str) -> ObjectModel:
         try:
@@ -267,18 +484,39 @@ class Catalogue:
     def names(self) -> list[str]:
         return list(self.objects)
 
-    def subset(self, names) -> "Catalogue":
+    def get_by_id(self, class_id: int) -> ObjectModel:
+        try:
+            return self.by_id[int(class_id)]
+        except KeyError:
+            raise KeyError(f"no object with class_id {class_id}; the catalogue has ids {sorted(self.by_id)}") from None
+
+    def subset(self, names) -> Catalogue:
         return Catalogue([self[n] for n in names])
 
     @classmethod
-    def from_dir(cls, directory, names=None) -> "Catalogue":
+    def from_dir(cls, directory, names=None) -> Catalogue:
         """All ``*.yaml`` entries of a directory (optionally only the given names)."""
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"catalogue directory not found: {directory}")
-        objects = [load_object_yaml(p) for p in sorted(directory.glob("*.yaml"))]
-        cat = cls(objects)
+        paths = sorted(directory.glob("*.yaml"))
+        if not paths:
+            raise FileNotFoundError(f"no *.yaml object entries in {directory} (see the schema in core/catalogue.py)")
+        cat = cls([load_object_yaml(p) for p in paths])
         return cat.subset(names) if names else cat
+
+    @classmethod
+    def from_bop_models(cls, models_dir, names=None, id_names: dict | None = None, obj_ids=None) -> Catalogue:
+        """A catalogue from a BOP ``models/`` folder (see :func:`load_bop_models`)."""
+        return cls(load_bop_models(models_dir, names=names, id_names=id_names, obj_ids=obj_ids))
+
+    @classmethod
+    def load(cls, path, names=None) -> Catalogue:
+        """A YAML catalogue directory, or a BOP models folder / dataset root (has models_info.json)."""
+        path = Path(path)
+        if (path / "models_info.json").is_file() or (path / "models" / "models_info.json").is_file():
+            return cls.from_bop_models(path, names=names)
+        return cls.from_dir(path, names=names)
 
 
 def default_catalogue_dir() -> Path:
@@ -290,5 +528,5 @@ def default_catalogue_dir() -> Path:
         from ament_index_python.packages import get_package_share_directory
 
         return Path(get_package_share_directory("vfm_pose_ros")) / "config" / "objects"
-    except Exception:
+    except (ImportError, LookupError):  # no ament index (pip install -e, no ROS): the source tree
         return here

@@ -3,21 +3,27 @@
 Quaternions are (x, y, z, w), the order of ROS messages and scipy, so nothing
 reorders them at the ROS edge. Rotation work is delegated to
 ``scipy.spatial.transform.Rotation``; only the 6D representation (Zhou et al.
-2019), which scipy lacks, is written here.
+2019), which scipy lacks, is written here. scipy is imported on first use:
+``scipy.spatial`` alone costs about 0.2 s, more than the rest of the core.
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.transform import Rotation
+
+
+def _rotation():
+    from scipy.spatial.transform import Rotation
+
+    return Rotation
 
 
 def quat_to_matrix(q_xyzw) -> np.ndarray:
-    return Rotation.from_quat(np.asarray(q_xyzw, dtype=float)).as_matrix()
+    return _rotation().from_quat(np.asarray(q_xyzw, dtype=float)).as_matrix()
 
 
 def matrix_to_quat(R) -> np.ndarray:
     """Quaternion (x, y, z, w), sign-canonical (w >= 0) so equal rotations compare equal."""
-    q = Rotation.from_matrix(np.asarray(R, dtype=float)).as_quat()
+    q = _rotation().from_matrix(np.asarray(R, dtype=float)).as_quat()
     return canonical_quat(q)
 
 
@@ -29,11 +35,11 @@ def canonical_quat(q) -> np.ndarray:
 
 
 def axis_angle_to_matrix(rotvec) -> np.ndarray:
-    return Rotation.from_rotvec(np.asarray(rotvec, dtype=float)).as_matrix()
+    return _rotation().from_rotvec(np.asarray(rotvec, dtype=float)).as_matrix()
 
 
 def matrix_to_axis_angle(R) -> np.ndarray:
-    return Rotation.from_matrix(np.asarray(R, dtype=float)).as_rotvec()
+    return _rotation().from_matrix(np.asarray(R, dtype=float)).as_rotvec()
 
 
 def matrix_to_6d(R) -> np.ndarray:

@@ -62,3 +62,5 @@ class GroundTruthPose:
     visib_fract: float = 1.0
     mask: np.ndarray | None = None  # HxW bool (visible mask) when available
     bbox_visib: np.ndarray | None = None  # [x, y, w, h] pixels, BOP style
+    bbox_obj: np.ndarray | None = None  # [x, y, w, h] pixels of the whole (unoccluded) object, BOP style
+    gt_id: int = -1  # index in the image's scene_gt.json list (BOP mask files are named {im_id}_{gt_id}.png)

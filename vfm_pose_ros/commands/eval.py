@@ -1,0 +1,69 @@
+"""score BOP results (CSV) against a BOP dataset: ADD, ADD-S, errors, accuracies, AUC, MSSD/MSPD
+
+Prints one row per object and the pooled overall row, and writes the JSON report (errors in mm,
+degrees and pixels; accuracies and recalls as fractions). Metric definitions: vfm_pose_ros/core/metrics.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, type=Path, help="BOP dataset root (holds <split>/ and models/)")
+    parser.add_argument("--results", required=True, type=Path,
+                        help="BOP results CSV: scene_id,im_id,obj_id,score,R,t,time (t in mm)")
+    parser.add_argument("--split", default="test", help="split folder under the dataset root (default: test)")
+    parser.add_argument("--targets", default=None,
+                        help="'bop19' to score only test_targets_bop19.json (BOP 2019 protocol), or a targets JSON")
+    parser.add_argument("--objects-dir", type=Path, default=None,
+                        help="object models: a BOP models folder or a YAML catalogue directory "
+                             "(default: the dataset's models_eval/ or models/)")
+    parser.add_argument("--max-points", type=int, default=None,
+                        help="subsample model vertices for the metrics (default: all, as BOP does)")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--instances-csv", type=Path, default=None, help="also write one CSV row per ground truth")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.metrics import PoseEvaluator, format_report
+    from ..data.bop import BopDataset, read_results_csv
+    from ..data.evaluation import evaluate, resolve_catalogue
+
+    try:
+        dataset = BopDataset(args.dataset, split=args.split, targets=args.targets)
+        results = read_results_csv(args.results)
+        catalogue = resolve_catalogue(dataset, args.objects_dir)
+        evaluator = PoseEvaluator(catalogue, max_points=args.max_points)
+        report = evaluate(dataset, results, catalogue, progress=not args.quiet, evaluator=evaluator)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"vfm-pose eval: {msg}", file=sys.stderr)
+        return 1
+
+    print(format_report(report))
+    info = report["dataset"]
+    print(f"\n{report['n_frames']} frames, {report['overall']['n_gt']} ground-truth instances, "
+          f"{info['n_results']} results ({info['n_results_scored']} scored"
+          + (f", {info['n_results_outside_dataset']} outside the evaluated frames" if info["n_results_outside_dataset"]
+             else "")
+          + (f", unknown obj_ids {info['unknown_obj_ids']}" if info["unknown_obj_ids"] else "") + ")")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report: {args.out}")
+    if args.instances_csv:
+        import csv
+
+        args.instances_csv.parent.mkdir(parents=True, exist_ok=True)
+        rows = [r.to_dict() for r in evaluator.instances]
+        with open(args.instances_csv, "w", newline="") as f:
+            if rows:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+        print(f"per-instance results: {args.instances_csv}")
+    return 0

@@ -1,0 +1,637 @@
+"""Pose-error metrics, matching and aggregation: the one definition the CLI, the ROS evaluator and reports use.
+
+Per-instance errors follow the BOP toolkit (``bop_toolkit_lib/pose_error.py``, Hodan et al.):
+
+* ``add``  ADD, mean distance of corresponding model points (Hinterstoisser et al. 2012);
+* ``adi``  ADD-S / ADI, mean distance from each ground-truth point to the *nearest* estimated point
+  (KD-tree, as the toolkit does with ``scipy.spatial.cKDTree``);
+* ``re``   rotation error in degrees, ``arccos((tr(R_est R_gt^T) - 1) / 2)``; ``te`` translation error;
+* ``mssd`` the smallest, over the object's symmetry transforms, of the largest 3D vertex distance;
+* ``mspd`` the same with 2D projections (pixels).
+
+The BOP toolkit takes the *minimum* over symmetry transforms of the per-transform maximum distance
+(the pose is as good as its best symmetric equivalent); so do we. Symmetry transforms are BOP's
+``misc.get_symmetry_transformations(model_info, max_sym_disc_step=0.01)``: the identity, the discrete
+ones, and each continuous axis discretised into ``ceil(pi / 0.01) = 315`` rotations.
+
+Aggregation (:class:`PoseEvaluator`): a frame's predictions are matched to its ground truth per object;
+for several instances of one object, predictions in decreasing score take the unmatched ground truth
+with the lowest ADD(-S) error, each ground truth getting at most one prediction, and only the
+``n_gt`` highest-scored predictions of an object count (BOP's ``n_top = -1``). A ground-truth instance
+without a prediction is a failure for every accuracy, recall and AUC (denominator: all ground truth);
+means and medians of errors are over the instances that have a prediction. BOP's MSSD and MSPD
+recalls re-run the toolkit's thresholded greedy matching (``pose_matching.match_poses``: an estimate
+takes the unmatched ground truth with the lowest error *below* the threshold) at every threshold.
+
+Units: metres and radians inside, like the rest of the package; the report gives millimetres,
+degrees and pixels.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .transforms import project, rotation_angle_deg
+
+ADD_THRESHOLD = 0.1  # accuracy threshold: k times the object diameter (LineMOD protocol, k = 0.1)
+MSSD_THRESHOLDS = np.arange(0.05, 0.51, 0.05)  # BOP 2019: fractions of the object diameter
+MSPD_THRESHOLDS_PX = np.arange(5, 51, 5)  # BOP 2019: pixels at 640 px width (scaled by width / 640)
+BOP_REFERENCE_WIDTH = 640.0
+AUC_MAX_THRESHOLD_M = 0.1  # YCB-Video / PoseCNN: accuracy-threshold curve from 0 to 10 cm
+MAX_SYM_DISC_STEP = 0.01  # BOP's max_sym_disc_step
+_CHUNK = 1 << 21  # points per vectorised block (about 50 MB of float64 xyz)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-instance errors (BOP signatures). Any consistent length unit; the result is in that unit.
+# --------------------------------------------------------------------------------------------
+
+
+def add(R_est, t_est, R_gt, t_gt, pts) -> float:
+    """ADD: mean distance between model points in the estimated and the ground-truth pose."""
+    return float(add_batch(*_one(R_est, t_est, R_gt, t_gt), pts)[0])
+
+
+def adi(R_est, t_est, R_gt, t_gt, pts, tree=None) -> float:
+    """ADD-S (ADI): mean distance from each ground-truth model point to the nearest estimated one."""
+    return float(adi_batch(*_one(R_est, t_est, R_gt, t_gt), pts, tree=tree)[0])
+
+
+def add_s(R_est, t_est, R_gt, t_gt, pts, symmetric: bool) -> float:
+    """ADD(-S): ADD-S for objects the catalogue marks symmetric, ADD otherwise."""
+    return adi(R_est, t_est, R_gt, t_gt, pts) if symmetric else add(R_est, t_est, R_gt, t_gt, pts)
+
+
+def re(R_est, R_gt) -> float:
+    """Rotation error in degrees (BOP ``re``)."""
+    return float(rotation_angle_deg(np.asarray(R_est, float).reshape(3, 3), np.asarray(R_gt, float).reshape(3, 3)))
+
+
+def te(t_est, t_gt) -> float:
+    """Translation error: Euclidean distance of the translations (BOP ``te``)."""
+    return float(np.linalg.norm(np.asarray(t_est, float).reshape(3) - np.asarray(t_gt, float).reshape(3)))
+
+
+def mssd(R_est, t_est, R_gt, t_gt, pts, syms) -> float:
+    """Maximum Symmetry-aware Surface Distance: min over symmetries of the max vertex distance."""
+    return float(mssd_batch(*_one(R_est, t_est, R_gt, t_gt), pts, syms)[0])
+
+
+def mspd(R_est, t_est, R_gt, t_gt, K, pts, syms) -> float:
+    """Maximum Symmetry-aware Projection Distance (pixels): min over symmetries of the max 2D distance."""
+    return float(mspd_batch(*_one(R_est, t_est, R_gt, t_gt), K, pts, syms)[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Vectorised forms: N pose pairs at once. R: (N, 3, 3), t: (N, 3), pts: (M, 3).
+# --------------------------------------------------------------------------------------------
+
+
+def _one(R_est, t_est, R_gt, t_gt):
+    return (
+        np.asarray(R_est, float).reshape(1, 3, 3),
+        np.asarray(t_est, float).reshape(1, 3),
+        np.asarray(R_gt, float).reshape(1, 3, 3),
+        np.asarray(t_gt, float).reshape(1, 3),
+    )
+
+
+def _batch(R_est, t_est, R_gt, t_gt):
+    R_est = np.asarray(R_est, float).reshape(-1, 3, 3)
+    R_gt = np.asarray(R_gt, float).reshape(-1, 3, 3)
+    t_est = np.asarray(t_est, float).reshape(-1, 3)
+    t_gt = np.asarray(t_gt, float).reshape(-1, 3)
+    n = len(R_est)
+    if not (len(R_gt) == len(t_est) == len(t_gt) == n):
+        raise ValueError(f"pose batches differ in length: {n}, {len(t_est)}, {len(R_gt)}, {len(t_gt)}")
+    return R_est, t_est, R_gt, t_gt
+
+
+def _relative(R_est, t_est, R_gt, t_gt):
+    """The estimate expressed in the ground-truth object frame: R_gt^T R_est, R_gt^T (t_est - t_gt)."""
+    Rg_T = np.swapaxes(R_gt, 1, 2)
+    return Rg_T @ R_est, (Rg_T @ (t_est - t_gt)[:, :, None])[:, :, 0]
+
+
+def _apply_many(pts, A) -> np.ndarray:
+    """``pts @ A[n]`` for every n as one matrix product (M, N, 3): batched 3x3 matmuls are slow in numpy."""
+    n = len(A)
+    return (pts @ A.transpose(1, 0, 2).reshape(3, 3 * n)).reshape(len(pts), n, 3)
+
+
+def add_batch(R_est, t_est, R_gt, t_gt, pts) -> np.ndarray:
+    """ADD for N pose pairs (N,)."""
+    R_est, t_est, R_gt, t_gt = _batch(R_est, t_est, R_gt, t_gt)
+    pts = np.asarray(pts, float).reshape(-1, 3)
+    D_T = np.swapaxes(R_est - R_gt, 1, 2)  # (R_est - R_gt) p + (t_est - t_gt) is the point displacement
+    dt = t_est - t_gt
+    out = np.empty(len(R_est))
+    step = max(1, _CHUNK // max(len(pts), 1))
+    for s in range(0, len(R_est), step):
+        diff = _apply_many(pts, D_T[s : s + step]) + dt[None, s : s + step]
+        out[s : s + step] = np.sqrt((diff * diff).sum(-1)).mean(0)
+    return out
+
+
+def adi_batch(R_est, t_est, R_gt, t_gt, pts, tree=None) -> np.ndarray:
+    """ADD-S for N pose pairs (N,), with one KD-tree over the model points for the whole batch.
+
+    ||R_g p_i + t_g - (R_e p_j + t_e)|| = ||R_rel^T (p_i - t_rel) - p_j|| with R_rel = R_g^T R_e,
+    t_rel = R_g^T (t_e - t_g): each ground-truth point becomes a query against the *model* points,
+    so the tree is built once per model instead of once per estimate.
+    """
+    from scipy.spatial import cKDTree  # lazy: keeps `import vfm_pose_ros.core.metrics` fast
+
+    R_est, t_est, R_gt, t_gt = _batch(R_est, t_est, R_gt, t_gt)
+    pts = np.asarray(pts, float).reshape(-1, 3)
+    tree = tree if tree is not None else cKDTree(pts)
+    R_rel, t_rel = _relative(R_est, t_est, R_gt, t_gt)
+    shift = (t_rel[:, None, :] @ R_rel)[:, 0, :]  # t_rel^T R_rel
+    out = np.empty(len(R_est))
+    step = max(1, _CHUNK // max(len(pts), 1))
+    for s in range(0, len(R_est), step):
+        q = _apply_many(pts, R_rel[s : s + step]) - shift[None, s : s + step]
+        d, _ = tree.query(q.reshape(-1, 3), k=1, workers=-1)
+        out[s : s + step] = d.reshape(len(pts), -1).mean(0)
+    return out
+
+
+def re_batch(R_est, R_gt) -> np.ndarray:
+    return np.asarray(rotation_angle_deg(np.asarray(R_est, float), np.asarray(R_gt, float)), dtype=float)
+
+
+def te_batch(t_est, t_gt) -> np.ndarray:
+    return np.linalg.norm(np.asarray(t_est, float) - np.asarray(t_gt, float), axis=-1)
+
+
+def _sym_array(syms) -> np.ndarray:
+    """(S, 4, 4) from an array, a list of 4x4, or BOP's list of {"R", "t"} dicts; identity when empty."""
+    if syms is None:
+        return np.eye(4)[None]
+    if isinstance(syms, np.ndarray):
+        return syms.reshape(-1, 4, 4).astype(float)
+    out = []
+    for s in syms:
+        if isinstance(s, dict):
+            T = np.eye(4)
+            T[:3, :3] = np.asarray(s["R"], float).reshape(3, 3)
+            T[:3, 3] = np.asarray(s["t"], float).reshape(3)
+            out.append(T)
+        else:
+            out.append(np.asarray(s, float).reshape(4, 4))
+    return np.stack(out) if out else np.eye(4)[None]
+
+
+def symmetric_points(pts, syms) -> np.ndarray:
+    """The model points under every symmetry transform (S, M, 3)."""
+    S = _sym_array(syms)
+    pts = np.asarray(pts, float).reshape(-1, 3)
+    return np.einsum("sij,mj->smi", S[:, :3, :3], pts) + S[:, None, :3, 3]
+
+
+def _sym_blocks(pts, syms, sym_pts):
+    """The symmetric model points in blocks of at most ``_CHUNK`` points: precomputed, or made block by block
+    (a continuous symmetry has 315 transforms: 315 copies of a 20k-vertex mesh would be 150 MB)."""
+    step = max(1, _CHUNK // max(len(pts), 1))
+    if sym_pts is not None:
+        for s in range(0, len(sym_pts), step):
+            yield sym_pts[s : s + step]
+        return
+    S = _sym_array(syms)
+    for s in range(0, len(S), step):
+        yield symmetric_points(pts, S[s : s + step])
+
+
+def mssd_batch(R_est, t_est, R_gt, t_gt, pts, syms, sym_pts=None) -> np.ndarray:
+    """MSSD for N pose pairs (N,). ``sym_pts`` (S, M, 3) may be precomputed with :func:`symmetric_points`."""
+    R_est, t_est, R_gt, t_gt = _batch(R_est, t_est, R_gt, t_gt)
+    pts = np.asarray(pts, float).reshape(-1, 3)
+    R_rel, t_rel = _relative(R_est, t_est, R_gt, t_gt)
+    out = np.empty(len(R_est))
+    for n in range(len(R_est)):
+        q = pts @ R_rel[n].T + t_rel[n]  # the estimate in the ground-truth object frame
+        best = np.inf
+        for block in _sym_blocks(pts, syms, sym_pts):
+            d = block - q[None]
+            best = min(best, float(np.sqrt((d * d).sum(-1)).max(axis=1).min()))
+        out[n] = best
+    return out
+
+
+def mspd_batch(R_est, t_est, R_gt, t_gt, K, pts, syms, sym_pts=None) -> np.ndarray:
+    """MSPD in pixels for N pose pairs (N,); K is 3x3 or (N, 3, 3)."""
+    R_est, t_est, R_gt, t_gt = _batch(R_est, t_est, R_gt, t_gt)
+    pts = np.asarray(pts, float).reshape(-1, 3)
+    K = np.asarray(K, float)
+    Ks = np.broadcast_to(K.reshape(-1, 3, 3), (len(R_est), 3, 3))
+    out = np.empty(len(R_est))
+    for n in range(len(R_est)):
+        uv_est = project(Ks[n], pts @ R_est[n].T + t_est[n])
+        best = np.inf
+        for block in _sym_blocks(pts, syms, sym_pts):
+            cam = block.reshape(-1, 3) @ R_gt[n].T + t_gt[n]
+            uv = project(Ks[n], cam).reshape(len(block), -1, 2)
+            d = uv - uv_est[None]
+            best = min(best, float(np.sqrt((d * d).sum(-1)).max(axis=1).min()))
+        out[n] = best
+    return out
+
+
+def symmetry_transformations(symmetry, max_sym_disc_step: float = MAX_SYM_DISC_STEP) -> np.ndarray:
+    """An object's symmetry transforms (S, 4, 4), identity first, as BOP's ``get_symmetry_transformations``.
+
+    ``symmetry`` is a :class:`~vfm_pose_ros.core.catalogue.Symmetry` (metres) or a BOP ``models_info``
+    entry (millimetres: the result is then in millimetres too). A continuous symmetry is discretised
+    into ``ceil(pi / max_sym_disc_step)`` rotations about its axis through its offset point, and each is
+    combined with every discrete transform (R_c R_d, R_c t_d + t_c), as the toolkit does.
+    """
+    from scipy.spatial.transform import Rotation
+
+    if isinstance(symmetry, dict):
+        disc = [np.asarray(T, float).reshape(4, 4) for T in symmetry.get("symmetries_discrete", []) or []]
+        cont = [(np.asarray(c["axis"], float), np.asarray(c["offset"], float)) for c in
+                symmetry.get("symmetries_continuous", []) or []]
+    else:
+        disc = [np.asarray(T, float).reshape(4, 4) for T in symmetry.transforms]
+        cont = []
+        if symmetry.kind == "continuous" and symmetry.axis is not None:
+            offset = np.zeros(3) if symmetry.offset is None else np.asarray(symmetry.offset, float)
+            cont = [(np.asarray(symmetry.axis, float), offset)]
+    disc = [np.eye(4)] + disc
+    trans_cont = []
+    for axis, offset in cont:
+        n_steps = int(np.ceil(np.pi / max_sym_disc_step))
+        step = 2.0 * np.pi / n_steps
+        unit = axis / np.linalg.norm(axis)
+        for i in range(n_steps):
+            T = np.eye(4)
+            T[:3, :3] = Rotation.from_rotvec(unit * (i * step)).as_matrix()
+            T[:3, 3] = -T[:3, :3] @ offset + offset
+            trans_cont.append(T)
+    if not trans_cont:
+        return np.stack(disc)
+    return np.stack([Tc @ Td for Td in disc for Tc in trans_cont])
+
+
+# --------------------------------------------------------------------------------------------
+# Curves and recalls
+# --------------------------------------------------------------------------------------------
+
+
+def auc_posecnn(errors, max_threshold: float = AUC_MAX_THRESHOLD_M) -> float:
+    """Area under the accuracy-vs-threshold curve from 0 to ``max_threshold``, normalised to [0, 1].
+
+    This is the YCB-Video / PoseCNN definition (``VOCap`` in YCB_Video_toolbox's
+    ``evaluate_poses_keyframe.m``, as ported to Python by DenseFusion, PVN3D, FFB6D), so numbers
+    compare with published tables: errors above the threshold (and missing predictions: NaN or inf)
+    count as failures; with the finite errors d_1 <= ... <= d_K of n instances, the curve is given
+    the accuracy k/n on (d_{k-1}, d_k] and K/n on (d_K, max]. That credits each step with its right
+    end, so it exceeds the exact area under the step function (:func:`auc_exact`) by d_K / (n max).
+    """
+    d = np.sort(np.asarray(errors, dtype=float).reshape(-1))  # NaN sorts last
+    n = len(d)
+    if n == 0:
+        return float("nan")
+    acc = np.arange(1, n + 1) / n
+    keep = np.isfinite(d) & (d <= max_threshold)
+    d, acc = d[keep], acc[keep]
+    if len(d) == 0:
+        return 0.0
+    mrec = np.concatenate(([0.0], d, [max_threshold]))
+    mpre = np.maximum.accumulate(np.concatenate(([0.0], acc, [acc[-1]])))
+    i = np.nonzero(mrec[1:] != mrec[:-1])[0] + 1
+    return float(np.sum((mrec[i] - mrec[i - 1]) * mpre[i]) / max_threshold)
+
+
+def auc_exact(errors, max_threshold: float = AUC_MAX_THRESHOLD_M) -> float:
+    """The exact area under the step curve acc(x) = #{d_i <= x} / n on [0, max], normalised: mean(1 - d/max)^+."""
+    d = np.asarray(errors, dtype=float).reshape(-1)
+    if len(d) == 0:
+        return float("nan")
+    d = np.where(np.isfinite(d), d, np.inf)
+    return float(np.mean(np.clip(1.0 - d / max_threshold, 0.0, 1.0)))
+
+
+def bop_match(errors: np.ndarray, threshold: float) -> np.ndarray:
+    """BOP's greedy matching at one threshold: which ground truths (G,) get an estimate.
+
+    ``errors`` is (P, G) with estimates already in decreasing score; each estimate takes the
+    unmatched ground truth with the lowest error strictly below ``threshold`` (``pose_matching.match_poses``).
+    """
+    errors = np.asarray(errors, float)
+    matched = np.zeros(errors.shape[1], dtype=bool)
+    for row in errors:
+        cand = np.where(matched, np.inf, row)
+        g = int(np.argmin(cand)) if len(cand) else -1
+        if g >= 0 and cand[g] < threshold:
+            matched[g] = True
+    return matched
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming evaluation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InstanceResult:
+    """The scores of one ground-truth instance (errors in metres / degrees / pixels; NaN: no prediction)."""
+
+    name: str
+    obj_id: int
+    diameter: float  # metres
+    symmetric: bool
+    scene_id: int | None = None
+    im_id: int | None = None
+    gt_id: int = -1
+    predicted: bool = False
+    score: float = float("nan")
+    add: float = float("nan")
+    adi: float = float("nan")
+    re: float = float("nan")  # degrees
+    te: float = float("nan")
+    mssd: float = float("nan")
+    mspd: float = float("nan")  # pixels
+    image_width: float = BOP_REFERENCE_WIDTH
+    mssd_hits: np.ndarray = field(default_factory=lambda: np.zeros(len(MSSD_THRESHOLDS), bool))
+    mspd_hits: np.ndarray | None = None  # None where no camera matrix was given
+
+    @property
+    def add_s(self) -> float:
+        return self.adi if self.symmetric else self.add
+
+    def correct(self, k: float = ADD_THRESHOLD) -> bool:
+        """ADD(-S) below k times the diameter (BOP uses a strict inequality)."""
+        return bool(self.predicted and self.add_s < k * self.diameter)
+
+    def to_dict(self) -> dict:
+        """A flat row (mm, degrees, pixels) for per-instance CSV files."""
+        mm = (lambda v: None if math.isnan(v) else v * 1000.0)
+        num = (lambda v: None if math.isnan(v) else v)
+        return {
+            "scene_id": self.scene_id, "im_id": self.im_id, "obj_id": self.obj_id, "name": self.name,
+            "gt_id": self.gt_id, "predicted": self.predicted, "score": num(self.score),
+            "add_mm": mm(self.add), "adds_mm": mm(self.adi), "add_s_mm": mm(self.add_s),
+            "rot_err_deg": num(self.re), "trans_err_mm": mm(self.te), "mssd_mm": mm(self.mssd),
+            "mspd_px": num(self.mspd), "add_s_01d": self.correct(), "diameter_mm": self.diameter * 1000.0,
+        }
+
+
+def _gt_index(g, i: int) -> int:
+    gid = int(getattr(g, "gt_id", -1))
+    return gid if gid >= 0 else i
+
+
+class _ObjectData:
+    """Per-object evaluation data, computed once: points, KD-tree, symmetry transforms."""
+
+    def __init__(self, model, max_points: int | None, max_sym_disc_step: float):
+        self.model = model
+        self.pts = model.vertices if max_points is None else model.eval_points(max_points)
+        self.syms = symmetry_transformations(model.symmetry, max_sym_disc_step)
+        small = len(self.syms) * len(self.pts) <= 2 * _CHUNK  # else MSSD/MSPD make them block by block
+        self.sym_pts = symmetric_points(self.pts, self.syms) if small else None
+        self._tree = None
+
+    @property
+    def tree(self):
+        if self._tree is None:
+            from scipy.spatial import cKDTree
+
+            self._tree = cKDTree(self.pts)
+        return self._tree
+
+
+class PoseEvaluator:
+    """Streaming scorer: feed frames with :meth:`add_frame`, read the totals with :meth:`report`.
+
+    ``catalogue`` supplies meshes, diameters and symmetry for every object named in the ground
+    truth; ``max_points`` subsamples model vertices (None: all of them, as BOP does with its
+    ``models_eval`` meshes).
+    """
+
+    def __init__(self, catalogue, max_points: int | None = None, max_sym_disc_step: float = MAX_SYM_DISC_STEP,
+                 default_image_width: float = BOP_REFERENCE_WIDTH):
+        self.catalogue = catalogue
+        self.max_points = max_points
+        self.max_sym_disc_step = max_sym_disc_step
+        self.default_image_width = float(default_image_width)
+        self.instances: list[InstanceResult] = []
+        self.n_frames = 0
+        self.false_positives: dict[str, int] = defaultdict(int)  # predictions matched to no ground truth
+        self.n_invalid_predictions = 0  # non-finite or malformed poses, dropped
+        self._objects: dict[str, _ObjectData] = {}
+
+    def _object(self, name: str) -> _ObjectData:
+        if name not in self._objects:
+            self._objects[name] = _ObjectData(self.catalogue[name], self.max_points, self.max_sym_disc_step)
+        return self._objects[name]
+
+    def add_frame(self, gts, predictions, K=None, image_width: float | None = None,
+                  scene_id: int | None = None, im_id: int | None = None) -> list[InstanceResult]:
+        """Score one frame: ``gts`` (GroundTruthPose list), ``predictions`` (ObjectPose list), matched by name.
+
+        ``K`` (3x3) enables MSPD; ``image_width`` scales the MSPD thresholds (default 640). Returns
+        the frame's per-instance results (also kept for :meth:`report`).
+        """
+        self.n_frames += 1
+        width = float(image_width or self.default_image_width)
+        gts_by_name: dict[str, list] = defaultdict(list)
+        for g in gts:
+            gts_by_name[g.name].append(g)
+        preds_by_name: dict[str, list] = defaultdict(list)
+        for p in predictions:
+            R, t = np.asarray(p.R, float), np.asarray(p.t, float)
+            if R.shape != (3, 3) or t.size != 3 or not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
+                self.n_invalid_predictions += 1
+                continue
+            preds_by_name[p.name].append(p)
+        for name, preds in preds_by_name.items():
+            if name not in gts_by_name:
+                self.false_positives[name] += len(preds)
+
+        frame_results = []
+        for name, group in gts_by_name.items():
+            obj = self._object(name)
+            preds = sorted(preds_by_name.get(name, []), key=lambda p: -float(p.score))
+            kept = preds[: len(group)]  # BOP n_top = -1: as many estimates as instances
+            self.false_positives[name] += len(preds) - len(kept)
+            results = [
+                InstanceResult(name=name, obj_id=int(g.obj_id), diameter=float(obj.model.diameter),
+                               symmetric=bool(obj.model.symmetric), scene_id=scene_id, im_id=im_id,
+                               gt_id=_gt_index(g, i), image_width=width,
+                               mspd_hits=None if K is None else np.zeros(len(MSPD_THRESHOLDS_PX), bool))
+                for i, g in enumerate(group)
+            ]
+            if kept:
+                self._score_group(obj, group, kept, results, K, width)
+            frame_results.extend(results)
+        self.instances.extend(frame_results)
+        return frame_results
+
+    def _score_group(self, obj: _ObjectData, group, kept, results, K, width):
+        P, G = len(kept), len(group)
+        ii, jj = np.meshgrid(np.arange(P), np.arange(G), indexing="ij")
+        ii, jj = ii.ravel(), jj.ravel()
+        R_e = np.stack([np.asarray(p.R, float) for p in kept])[ii]
+        t_e = np.stack([np.asarray(p.t, float).reshape(3) for p in kept])[ii]
+        R_g = np.stack([np.asarray(g.R, float) for g in group])[jj]
+        t_g = np.stack([np.asarray(g.t, float).reshape(3) for g in group])[jj]
+        err = {
+            "add": add_batch(R_e, t_e, R_g, t_g, obj.pts),
+            "adi": adi_batch(R_e, t_e, R_g, t_g, obj.pts, tree=obj.tree),
+            "re": re_batch(R_e, R_g),
+            "te": te_batch(t_e, t_g),
+            "mssd": mssd_batch(R_e, t_e, R_g, t_g, obj.pts, obj.syms, sym_pts=obj.sym_pts),
+        }
+        if K is not None:
+            err["mspd"] = mspd_batch(R_e, t_e, R_g, t_g, K, obj.pts, obj.syms, sym_pts=obj.sym_pts)
+        err = {k: v.reshape(P, G) for k, v in err.items()}
+        # Primary matching (errors, accuracies, AUC): decreasing score, lowest ADD(-S) among unmatched.
+        primary = err["adi"] if obj.model.symmetric else err["add"]
+        taken = np.zeros(G, dtype=bool)
+        for p in range(P):
+            g = int(np.argmin(np.where(taken, np.inf, primary[p])))
+            taken[g] = True
+            r = results[g]
+            r.predicted, r.score = True, float(kept[p].score)
+            for key in err:
+                setattr(r, key, float(err[key][p, g]))
+        # BOP recalls: the toolkit's thresholded matching, once per threshold.
+        d = obj.model.diameter
+        for k, th in enumerate(MSSD_THRESHOLDS):
+            for g in np.nonzero(bop_match(err["mssd"], th * d))[0]:
+                results[g].mssd_hits[k] = True
+        if K is not None:
+            scaled = err["mspd"] * (BOP_REFERENCE_WIDTH / width)
+            for k, th in enumerate(MSPD_THRESHOLDS_PX):
+                for g in np.nonzero(bop_match(scaled, th))[0]:
+                    results[g].mspd_hits[k] = True
+
+    def report(self) -> dict:
+        """The report: per object (under "objects"), pooled over all instances ("overall"), and object means."""
+        by_name: dict[str, list] = defaultdict(list)
+        for r in self.instances:
+            by_name[r.name].append(r)
+        objects = {name: summarise(rs, self.false_positives.get(name, 0)) for name, rs in sorted(by_name.items())}
+        overall = summarise(self.instances, sum(self.false_positives.values()))
+        fractions = ("add_01d_acc", "adds_01d_acc", "add_s_01d_acc", "auc_add", "auc_adds", "acc_5cm5deg",
+                     "mssd_recall", "mspd_recall")
+        mean_over_objects = {}
+        for key in fractions:
+            vals = [o[key] for o in objects.values() if o[key] is not None]
+            mean_over_objects[key] = float(np.mean(vals)) if vals else None
+        return {
+            "objects": objects,
+            "overall": overall,
+            "mean_over_objects": mean_over_objects,
+            "n_frames": self.n_frames,
+            "n_invalid_predictions": self.n_invalid_predictions,
+            "settings": report_settings(self.max_points),
+        }
+
+
+def evaluate_pairs(pairs, catalogue, K=None, image_width: float | None = None, max_points: int | None = None) -> dict:
+    """The report for instances matched elsewhere: ``pairs`` of (prediction or None, ground truth).
+
+    Each pair is scored as its own frame (so no re-matching happens); a prediction is scored as the
+    ground truth's object whatever its name; None is a missed instance. ``K`` enables MSPD.
+    """
+    import dataclasses
+
+    ev = PoseEvaluator(catalogue, max_points=max_points)
+    for pred, gt in pairs:
+        preds = [] if pred is None else [dataclasses.replace(pred, name=gt.name)]
+        ev.add_frame([gt], preds, K=K, image_width=image_width)
+    return ev.report()
+
+
+def report_settings(max_points=None) -> dict:
+    """How the numbers were computed, stored with every report."""
+    return {
+        "units": "errors in mm, degrees and pixels; fractions in 0..1",
+        "add_threshold": f"{ADD_THRESHOLD} x diameter, strict (<), ADD-S for catalogue-symmetric objects in add_s",
+        "acc_5cm5deg": "rotation error < 5 deg and translation error < 50 mm",
+        "auc": f"YCB-Video/PoseCNN VOCap, thresholds 0..{AUC_MAX_THRESHOLD_M * 1000:.0f} mm, normalised to 1",
+        "mssd_thresholds": "0.05..0.50 x diameter, step 0.05 (BOP 2019)",
+        "mspd_thresholds": "5..50 px, step 5, scaled by image width / 640 (BOP 2019)",
+        "symmetries": f"BOP get_symmetry_transformations, max_sym_disc_step={MAX_SYM_DISC_STEP}",
+        "matching": "per object and frame; top n_gt predictions by score; each takes the unmatched ground truth "
+                    "with the lowest ADD(-S); MSSD/MSPD recalls use BOP's thresholded greedy matching",
+        "missing_prediction": "failure in every accuracy, recall and AUC; excluded from error means and medians",
+        "model_points": "all vertices" if max_points is None else f"at most {max_points} vertices",
+    }
+
+
+def summarise(results: list[InstanceResult], false_positives: int = 0) -> dict:
+    """The report keys for a set of instances (one object, or all of them pooled)."""
+    n_gt = len(results)
+    scored = [r for r in results if r.predicted]
+
+    def stat(attr, fn, scale=1.0):
+        vals = np.array([getattr(r, attr) for r in scored], dtype=float)
+        return float(fn(vals)) * scale if len(vals) else None
+
+    def frac(count):
+        return float(count) / n_gt if n_gt else None
+
+    inf_if_missing = (lambda attr: [getattr(r, attr) if r.predicted else np.inf for r in results])
+    out = {
+        "n_gt": n_gt,
+        "n_predicted": len(scored),
+        "n_false_positives": int(false_positives),
+        "add_mean_mm": stat("add", np.mean, 1000.0),
+        "add_median_mm": stat("add", np.median, 1000.0),
+        "adds_mean_mm": stat("adi", np.mean, 1000.0),
+        "adds_median_mm": stat("adi", np.median, 1000.0),
+        "rot_err_mean_deg": stat("re", np.mean),
+        "rot_err_median_deg": stat("re", np.median),
+        "trans_err_mean_mm": stat("te", np.mean, 1000.0),
+        "trans_err_median_mm": stat("te", np.median, 1000.0),
+        "mssd_mean_mm": stat("mssd", np.mean, 1000.0),
+        "add_01d_acc": frac(sum(r.predicted and r.add < ADD_THRESHOLD * r.diameter for r in results)),
+        "adds_01d_acc": frac(sum(r.predicted and r.adi < ADD_THRESHOLD * r.diameter for r in results)),
+        "add_s_01d_acc": frac(sum(r.correct() for r in results)),
+        "auc_add": auc_posecnn(inf_if_missing("add")) if n_gt else None,
+        "auc_adds": auc_posecnn(inf_if_missing("adi")) if n_gt else None,
+        "acc_5cm5deg": frac(sum(r.predicted and r.re < 5.0 and r.te < 0.05 for r in results)),
+        "mssd_recall": (float(np.mean(np.sum([r.mssd_hits for r in results], axis=0) / n_gt)) if n_gt else None),
+    }
+    with_k = [r for r in results if r.mspd_hits is not None]
+    out["mspd_recall"] = float(np.mean(np.sum([r.mspd_hits for r in with_k], axis=0) / len(with_k))) if with_k else None
+    scored_k = [r.mspd for r in with_k if r.predicted]
+    out["mspd_mean_px"] = float(np.mean(scored_k)) if scored_k else None
+    return out
+
+
+_TABLE = [  # (header, key, format)
+    ("n_gt", "n_gt", "{:d}"), ("pred", "n_predicted", "{:d}"),
+    ("ADD mm", "add_mean_mm", "{:.1f}"), ("ADD-S mm", "adds_mean_mm", "{:.1f}"),
+    ("rot deg", "rot_err_mean_deg", "{:.2f}"), ("trans mm", "trans_err_mean_mm", "{:.1f}"),
+    ("ADD.1d", "add_01d_acc", "{:.3f}"), ("ADD-S.1d", "adds_01d_acc", "{:.3f}"),
+    ("ADD(-S).1d", "add_s_01d_acc", "{:.3f}"), ("AUC ADD", "auc_add", "{:.3f}"),
+    ("AUC ADD-S", "auc_adds", "{:.3f}"), ("5cm5deg", "acc_5cm5deg", "{:.3f}"),
+    ("AR MSSD", "mssd_recall", "{:.3f}"), ("AR MSPD", "mspd_recall", "{:.3f}"),
+]
+
+
+def format_report(report: dict) -> str:
+    """A fixed-width table: one row per object, then the pooled overall row (mean errors, accuracies)."""
+    rows = [(name, vals) for name, vals in report["objects"].items()] + [("overall", report["overall"])]
+    name_w = max([6] + [len(n) for n, _ in rows])
+
+    def cell(v, fmt):
+        return "-" if v is None else fmt.format(v)
+
+    widths = [max(len(h), 6) for h, _, _ in _TABLE]
+    lines = [" ".join([f"{'object':<{name_w}}"] + [f"{h:>{w}}" for (h, _, _), w in zip(_TABLE, widths)])]
+    lines.append("-" * len(lines[0]))
+    for i, (name, vals) in enumerate(rows):
+        if i == len(rows) - 1:
+            lines.append("-" * len(lines[0]))
+        cells = [f"{cell(vals.get(key), fmt):>{w}}" for (_, key, fmt), w in zip(_TABLE, widths)]
+        lines.append(" ".join([f"{name:<{name_w}}"] + cells))
+    return "\n".join(lines)
