@@ -1,0 +1,33 @@
+"""Torch models: backbones (timm, open_clip), heads, estimators, checkpoints and training.
+
+Backends are modules listed in :data:`BACKENDS`; each exposes ``DEFAULT_CONFIG``,
+``SMALL_CONFIG``, ``build_net``, ``make_dataset`` and an ``Estimator`` class (see
+models/estimator.py). :func:`load_estimator` opens a checkpoint and dispatches on
+the backend recorded in it.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+BACKENDS = {"dinov2": "vfm_pose_ros.models.dinov2", "clip": "vfm_pose_ros.models.clip"}
+
+
+def backend_module(name: str) -> ModuleType:
+    """The module implementing a backend (imported on first use, so unused backends cost nothing)."""
+    try:
+        path = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; choose from: {', '.join(BACKENDS)}") from None
+    return importlib.import_module(path)
+
+
+def load_estimator(checkpoint, device: str = "auto", backend: str | None = None, **kw):
+    """An Estimator from a checkpoint; ``backend`` (when given) must match the checkpoint's."""
+    from .checkpoint import peek_backend
+
+    found = peek_backend(checkpoint)
+    if backend is not None and backend != found:
+        raise ValueError(f"checkpoint {checkpoint} is a {found!r} checkpoint, not {backend!r}; "
+                         f"use --backend {found} or a {backend} checkpoint")
+    return backend_module(found).Estimator.from_checkpoint(checkpoint, device=device, **kw)

@@ -1,0 +1,116 @@
+"""The estimator interface every backend implements: ``predict(frame) -> list[ObjectPose]``.
+
+Nodes, the CLI and the evaluator only see this class, so backends are swappable.
+It also holds what all backends share at inference time: the catalogue, the torch
+device and the numeric precision (fp16 autocast on CUDA, optional bf16 autocast on
+the CPU), and a small stage timer that fills ``ObjectPose.timings_ms``.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from ..core.catalogue import Catalogue
+from ..core.types import Frame, ObjectPose
+
+# Stage names backends use in ObjectPose.timings_ms (the bench command reads these).
+STAGES = ("preprocess", "backbone", "head", "pnp", "icp", "total")
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    """'auto' (or None) -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    return dev
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for a precision setting, or None for plain fp32.
+
+    'auto': fp16 on CUDA, fp32 on the CPU (bf16 autocast on the CPU is faster on
+    some CPUs and slower on others: opt in with 'bf16'). 'fp16' on the CPU falls
+    back to bf16 (CPU autocast has no fast fp16 path).
+    """
+    p = (precision or "auto").lower()
+    if p == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if p in ("fp32", "float32", "none"):
+        return None
+    if p in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    if p in ("fp16", "float16", "half"):
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+    raise ValueError(f"precision must be auto, fp32, fp16 or bf16; got {precision!r}")
+
+
+class StageTimer:
+    """Accumulates wall-clock milliseconds per named stage (synchronising CUDA so timings are real)."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.device = device
+        self.ms: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        self._sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - t0) * 1e3
+
+    def _sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class Estimator(abc.ABC):
+    """Base class of the backends' estimators (see vfm_pose_ros.models.BACKENDS)."""
+
+    backend: str = ""
+
+    def __init__(self, catalogue: Catalogue, device: str | torch.device = "auto", precision: str = "auto",
+                 config: dict | None = None):
+        self.catalogue = catalogue
+        self.device = pick_device(device)
+        self.precision = precision
+        self.amp_dtype = resolve_precision(precision, self.device)
+        self.config = dict(config or {})
+
+    @classmethod
+    @abc.abstractmethod
+    def from_checkpoint(cls, path, device: str = "auto", **overrides) -> Estimator:
+        """Build the estimator from a checkpoint written by models.checkpoint.save_checkpoint."""
+
+    @abc.abstractmethod
+    def predict(self, frame: Frame) -> list[ObjectPose]:
+        """Poses of the catalogue objects found in one frame (metres, object -> camera)."""
+
+    def predict_batch(self, frames: Sequence[Frame]) -> list[list[ObjectPose]]:
+        """One list of poses per frame; backends override this when they can batch the network."""
+        return [self.predict(f) for f in frames]
+
+    def autocast(self):
+        """Autocast context for the network forward pass (a no-op context in fp32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def timer(self) -> StageTimer:
+        return StageTimer(self.device)
+
+    @property
+    def object_names(self) -> list[str]:
+        return self.catalogue.names
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(backend={self.backend!r}, objects={self.object_names}, "
+                f"device={self.device}, precision={self.precision})")

@@ -1,0 +1,283 @@
+"""One training loop for every backend: AdamW, cosine schedule, validation through the core metrics.
+
+The backend module supplies ``build_net`` (a module with ``loss(batch)``) and ``make_dataset``;
+this loop adds what they share: an optimiser over the trainable parameters, a warm-up +
+cosine learning-rate schedule that also follows a wall-clock budget, tqdm progress, a
+checkpoint after every epoch with validation metrics (vfm_pose_ros.core.metrics.PoseEvaluator
+on an Estimator built from the in-memory net), resume, and DistributedDataParallel.
+
+Distributed: run the same command under ``torchrun --nproc_per_node N``; WORLD_SIZE > 1
+initialises a process group (NCCL on CUDA, gloo on the CPU), a DistributedSampler splits the
+data, gradients are all-reduced, and only rank 0 validates and writes files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import backend_module
+from .checkpoint import catalogue_to_dict, dataset_hash, load_checkpoint, net_keypoints, save_checkpoint
+from .estimator import pick_device
+
+
+class _LossModule(nn.Module):
+    """Makes ``net.loss(batch)`` the forward pass, so DistributedDataParallel's hooks see it."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch):
+        return self.net.loss(batch)
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    return world, rank, local
+
+
+def _to(batch, device):
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True) if torch.is_tensor(batch) else batch
+
+
+def resume_path(out: Path) -> Path:
+    """Optimizer state and full-precision weights for --resume live beside the (small) checkpoint."""
+    return out.with_name(out.name + ".resume")
+
+
+def lr_factor(progress: float, warmup: float = 0.03, floor: float = 0.05) -> float:
+    """Linear warm-up then cosine decay to ``floor``; ``progress`` in [0, 1] (steps or time, whichever is further)."""
+    if progress < warmup:
+        return max(progress / warmup, 1e-3)
+    p = min(1.0, (progress - warmup) / max(1e-9, 1.0 - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def _dataset_hash(ds) -> str:
+    root, split = getattr(ds, "root", None), getattr(ds, "split", None)
+    return dataset_hash(root, split) if root is not None else "unknown"
+
+
+def validate(backend: str, net: nn.Module, catalogue, dataset, *, max_frames: int = 50, use_depth: bool = False,
+             device="auto", out: Path | None = None, progress: bool = True) -> dict:
+    """Pose metrics of the in-memory net on up to ``max_frames`` frames spread over ``dataset``.
+
+    Returns the PoseEvaluator's "overall" summary (mm, degrees, fractions) plus "objects".
+    """
+    from tqdm import tqdm
+
+    from ..core.metrics import PoseEvaluator
+
+    mod = backend_module(backend)
+    was_training = net.training
+    if hasattr(mod.Estimator, "from_net"):
+        est = mod.Estimator.from_net(net, catalogue, device=device, use_depth=use_depth)
+    else:  # fall back to the checkpoint just written
+        est = mod.Estimator.from_checkpoint(out, device=device, use_depth=use_depth)
+    keys = dataset.keys()
+    idx = np.unique(np.linspace(0, len(keys) - 1, min(max_frames, len(keys))).round().astype(int))
+    evaluator = PoseEvaluator(catalogue, max_points=500, max_sym_disc_step=0.05)
+    for i in tqdm(idx, desc="validate" + (" +depth" if use_depth else ""), leave=False, disable=not progress):
+        sf = dataset.frame(*keys[i])
+        fr = sf.to_frame()
+        if not use_depth:
+            fr.depth = None
+        preds = est.predict(fr)
+        evaluator.add_frame([g for g in sf.gts if g.name in catalogue], preds, K=sf.K,
+                            image_width=fr.rgb.shape[1], scene_id=sf.scene_id, im_id=sf.im_id)
+    net.train(was_training)
+    rep = evaluator.report()
+    return {**rep["overall"], "objects": rep["objects"], "n_frames": rep["n_frames"]}
+
+
+def _short(m: dict | None) -> str:
+    if not m:
+        return "-"
+    f = (lambda k, fmt: "-" if m.get(k) is None else fmt.format(m[k]))
+    return (f"ADD(-S)<0.1d {f('add_s_01d_acc', '{:.1%}')}  ADD {f('add_mean_mm', '{:.1f}')} mm  "
+            f"rot {f('rot_err_mean_deg', '{:.1f}')} deg  trans {f('trans_err_mean_mm', '{:.1f}')} mm  "
+            f"found {m.get('n_predicted', 0)}/{m.get('n_gt', 0)}")
+
+
+def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, epochs: int, lr: float = 1e-4,
+        batch_size: int = 16, time_budget_s: float | None = None, resume: bool = False, device="auto",
+        num_workers: int = 0, seed: int = 0, val_frames: int = 50, progress: bool = True,
+        max_steps: int | None = None) -> dict:
+    """Train ``backend`` on a BOP dataset; write the checkpoint ``out`` after every epoch.
+
+    Stops after ``epochs`` epochs, ``time_budget_s`` seconds of training, or ``max_steps`` steps,
+    whichever comes first (the learning rate anneals to whichever is nearer). Returns a summary
+    dict: checkpoint path, epochs and steps run, loss history, validation metrics, and the trained
+    module under "net".
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    mod = backend_module(backend)
+    world, rank, local = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if world > 1 and torch.cuda.is_available():
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    else:
+        dev = pick_device(device)
+    main = rank == 0
+    torch.manual_seed(seed + rank)
+    np.random.seed(seed + rank)
+
+    net = mod.build_net(config, catalogue).to(dev)
+    cfg = net.config
+    train_ds = mod.make_dataset(train_dataset, catalogue, cfg, train=True)
+    if len(train_ds) < batch_size * world:
+        batch_size = max(1, len(train_ds) // world)
+    sampler = (torch.utils.data.distributed.DistributedSampler(train_ds, world, rank, shuffle=True, seed=seed)
+               if world > 1 else None)
+    loader = torch.utils.data.DataLoader(
+        train_ds, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=num_workers,
+        drop_last=True, persistent_workers=num_workers > 0, pin_memory=dev.type == "cuda",
+    )
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=float(cfg.get("weight_decay", 0.05)))
+    steps_per_epoch = len(loader)
+    total_steps = max(1, epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch))
+
+    start_epoch, step, trained_s, history = 0, 0, 0.0, []
+    data_hash = _dataset_hash(train_dataset)
+    cat_dict = catalogue_to_dict(catalogue, net_keypoints(net)) if main else None  # sampled once
+    if resume and resume_path(out).is_file():
+        state = load_checkpoint(resume_path(out), expected_backend=backend, map_location=dev)
+        net.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        extra = state.get("extra", {})
+        start_epoch, step = int(state["epoch"]), int(extra.get("step", 0))
+        trained_s, history = float(extra.get("trained_s", 0.0)), list(extra.get("history", []))
+        if state.get("data_hash") != data_hash and main:
+            print(f"warning: resuming on different training data (hash {state.get('data_hash')} -> {data_hash})")
+        if main:
+            print(f"resumed from {resume_path(out)} at epoch {start_epoch}, step {step}")
+    elif resume and main:
+        print(f"--resume: no {resume_path(out)} yet, starting from scratch")
+
+    model = net
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(_LossModule(net), device_ids=[dev.index] if dev.type == "cuda"
+                                                    else None)
+    loss_fn = model if world > 1 else _LossModule(net)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+
+    def stop_now() -> bool:
+        done = ((time_budget_s is not None and trained_s >= time_budget_s)
+                or (max_steps is not None and step >= max_steps))
+        if world > 1:  # every rank must stop on the same step
+            flag = torch.tensor([int(done)], device=dev)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            done = bool(flag.item())
+        return done
+
+    epochs_done = start_epoch
+    metrics: dict = {}
+    stopped = False
+    for epoch in range(start_epoch, epochs):
+        if stop_now():
+            break
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        if hasattr(train_ds, "set_epoch"):
+            train_ds.set_epoch(epoch)
+        net.train()
+        sums: dict[str, float] = {}
+        n = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not (main and progress), leave=False)
+        t_epoch = t_prev = time.perf_counter()
+        for batch in bar:  # trained_s counts wall time of loading + steps, not validation
+            if stop_now():
+                stopped = True
+                break
+            progress_frac = max(step / total_steps, trained_s / time_budget_s if time_budget_s else 0.0)
+            for g in opt.param_groups:
+                g["lr"] = lr * lr_factor(progress_frac)
+            batch = _to(batch, dev)
+            if amp is not None:
+                with amp:
+                    loss, logs = loss_fn(batch)
+            else:
+                loss, logs = loss_fn(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, float(cfg.get("grad_clip", 5.0)))
+            opt.step()
+            step += 1
+            now = time.perf_counter()
+            trained_s += now - t_prev
+            t_prev = now
+            n += 1
+            for k, v in logs.items():
+                if v == v:  # skip NaN (e.g. no foreground in a batch)
+                    sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
+        if n == 0:
+            break
+        epochs_done = epoch + 1
+        mean_logs = {k: v / n for k, v in sums.items()}
+        if world > 1:
+            t = torch.tensor([mean_logs.get("loss", 0.0)], device=dev)
+            dist.all_reduce(t)
+            mean_logs["loss"] = float(t.item()) / world
+        record = {"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - t_epoch, 2),
+                  "lr": opt.param_groups[0]["lr"], **{k: round(v, 5) for k, v in mean_logs.items()}}
+        if main:
+            if val_dataset is not None and not hasattr(mod.Estimator, "from_net"):  # validation reads the file
+                save_checkpoint(out, net, backend=backend, config=cfg, catalogue=cat_dict, data_hash=data_hash,
+                                epoch=epoch + 1, metrics={"history": history + [record]})
+            if val_dataset is not None:
+                metrics = validate(backend, net, catalogue, val_dataset, max_frames=val_frames, device=dev,
+                                   out=out, progress=progress)
+                record["val"] = {k: v for k, v in metrics.items() if k != "objects"}
+            history.append(record)
+            save_checkpoint(out, net, backend=backend, config=cfg, catalogue=cat_dict, data_hash=data_hash,
+                            epoch=epoch + 1, metrics={"history": history, "val": record.get("val")})
+            save_checkpoint(resume_path(out), net, backend=backend, config=cfg, catalogue=cat_dict,
+                            data_hash=data_hash, epoch=epoch + 1, optimizer=opt, half=False,
+                            extra={"step": step, "trained_s": trained_s, "history": history})
+            print(f"epoch {epoch + 1}/{epochs}: loss {mean_logs.get('loss', float('nan')):.4f} "
+                  f"({', '.join(f'{k} {v:.3f}' for k, v in mean_logs.items() if k != 'loss')}), "
+                  f"{record['seconds']:.0f} s; val: {_short(record.get('val'))}", flush=True)
+        if world > 1:
+            dist.barrier()
+        if stopped:
+            break
+    summary = {"checkpoint": str(out), "epochs": epochs_done, "steps": step, "trained_s": round(trained_s, 1),
+               "history": history, "val": history[-1].get("val") if history else None}
+    if main and val_dataset is not None and history and cfg.get("use_depth", True):
+        has_depth = val_dataset.frame(*val_dataset.keys()[0]).depth is not None
+        if has_depth:
+            depth_metrics = validate(backend, net, catalogue, val_dataset, max_frames=val_frames, use_depth=True,
+                                     device=dev, out=out, progress=progress)
+            summary["val_depth"] = {k: v for k, v in depth_metrics.items() if k != "objects"}
+            save_checkpoint(out, net, backend=backend, config=cfg, catalogue=cat_dict, data_hash=data_hash,
+                            epoch=epochs_done, metrics={"history": history, "val": summary["val"],
+                                                        "val_depth": summary["val_depth"]})
+    if main:
+        print(f"trained {summary['epochs']} epoch(s), {step} steps, {trained_s / 60:.1f} min -> {out}")
+        if summary.get("val"):
+            print(f"  val RGB-only : {_short(summary['val'])}")
+        if summary.get("val_depth"):
+            print(f"  val RGB-D+ICP: {_short(summary['val_depth'])}")
+        out.with_name(out.name + ".json").write_text(json.dumps(summary, indent=1, default=float))
+    if world > 1:
+        dist.barrier()
+    summary["net"] = net  # the trained module itself (not in the JSON file)
+    return summary
