@@ -1,0 +1,52 @@
+# vfm_pose_ros: set-up, tests and lint. `make test` is what CI runs (.ci/run).
+#
+#   make setup   Debian packages (when missing and allowed), a venv at $(VENV), pip installs,
+#                the package in editable mode, the vision_msgs/tf2_msgs interface builds.
+#                Re-running is quick (a stamp file); it re-installs when requirements change.
+#   make test    setup, then the whole test suite
+#   make lint    ruff
+#
+# Variables: VENV (default .venv), PYTHON (the interpreter that creates the venv, default python3).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+REQUIREMENTS := requirements/ros.txt requirements/base.txt requirements/ml.txt requirements/dev.txt
+STAMP := $(VENV)/.vfm_pose_ros-setup.stamp
+
+# The test command written in the README (VFM_REQUIRE_ROS=1: a missing rclpy fails instead of skipping).
+TEST_CMD := VFM_REQUIRE_ROS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+.PHONY: help setup test lint
+
+help:
+	@echo "make setup | make test | make lint   (VENV=$(VENV))"
+
+$(STAMP): requirements/constraints.txt $(REQUIREMENTS) setup.py setup.cfg package.xml scripts/setup_system.sh
+	@start=$$SECONDS; \
+	PYTHON="$(PYTHON)" bash scripts/setup_system.sh; \
+	if [[ ! -x "$(PY)" ]]; then \
+	  echo "setup: creating the virtual environment $(VENV) with $(PYTHON)"; \
+	  "$(PYTHON)" -m venv "$(VENV)"; \
+	fi; \
+	echo "setup: pip install (requirements/*.txt, torch pinned by requirements/constraints.txt)"; \
+	"$(PY)" -m pip install --disable-pip-version-check -c requirements/constraints.txt $(addprefix -r ,$(REQUIREMENTS)); \
+	"$(PY)" -m pip install --disable-pip-version-check --no-build-isolation --no-deps -q -e .; \
+	touch "$(STAMP)"; \
+	echo "setup: Python environment ready in $$((SECONDS - start)) s"
+
+setup: $(STAMP)
+	@VENV="$(VENV)" bash scripts/build_interfaces.sh
+
+test: setup
+	@echo "$(TEST_CMD)"; \
+	$(TEST_CMD) || { rc=$$?; \
+	  if [[ $$rc == 5 ]]; then echo "make test: pytest collected no tests (exit 5): is test/ missing or all deselected?" >&2; fi; \
+	  exit $$rc; }
+
+lint: setup
+	$(VENV)/bin/ruff check .
