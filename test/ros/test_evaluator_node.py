@@ -1,0 +1,175 @@
+"""The evaluator node in its own process, fed over DDS: its report equals the offline PoseEvaluator's."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not built (interfaces/)")
+
+from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir  # noqa: E402
+from vfm_pose_ros.core.metrics import PoseEvaluator  # noqa: E402
+from vfm_pose_ros.core.transforms import axis_angle_to_matrix  # noqa: E402
+from vfm_pose_ros.core.types import GroundTruthPose, ObjectPose  # noqa: E402
+from vfm_pose_ros.ros import convert  # noqa: E402
+from vfm_pose_ros.ros.evaluator_node import Scorer, markdown_report  # noqa: E402
+
+pytestmark = pytest.mark.ros
+K = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
+T0 = 1_000_000_000
+DT = 33_333_333
+
+
+def _approx_equal(a, b, path="report"):
+    if isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: keys differ: {set(a) ^ set(b)}"
+        for k in a:
+            _approx_equal(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _approx_equal(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-9), f"{path}: {a} != {b}"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def _roundtrip(R, t):
+    """The pose as it comes out of a message (quaternion in, matrix out)."""
+    return convert.msg_to_pose(convert.pose_to_msg(R, t))
+
+
+def _scenario(catalogue, n_frames=6, seed=1):
+    """Per frame: ground truth (both objects) and predictions (noisy; a miss, a false positive, two drillers)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n_frames):
+        gts, preds = [], []
+        for j, obj in enumerate(catalogue):
+            R = axis_angle_to_matrix(rng.normal(size=3))
+            t = np.array([0.1 * j - 0.05, 0.02, 0.7 + 0.05 * i])
+            R, t = _roundtrip(R, t)
+            gts.append(GroundTruthPose(obj.class_id, obj.name, R, t))
+            if i == 2 and j == 1:
+                continue  # one instance missed
+            Rp, tp = _roundtrip(R @ axis_angle_to_matrix(rng.normal(scale=0.05 * (i + 1), size=3)),
+                                t + rng.normal(scale=0.004 * (i + 1), size=3))
+            preds.append(ObjectPose(obj.name, Rp, tp, score=float(rng.uniform(0.5, 1.0))))
+        if i == 3:  # a second driller: a false positive with a lower score
+            Rp, tp = _roundtrip(np.eye(3), np.array([0.0, 0.0, 1.2]))
+            preds.append(ObjectPose(catalogue.names[0], Rp, tp, score=0.4))
+        frames.append((T0 + i * DT, gts, preds))
+    return frames
+
+
+MAX_POINTS = 500  # model points for the metrics (fast tests; the same for node and offline)
+
+
+def _offline(catalogue, frames, missing):
+    ev = PoseEvaluator(catalogue, max_points=MAX_POINTS)
+    for stamp, gts, preds in frames:
+        ev.add_frame(gts, [] if stamp in missing else preds, K=K, image_width=640.0)
+    return ev.report()
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return Catalogue.from_dir(default_catalogue_dir())
+
+
+def test_scorer_matches_in_any_order_and_scores_gaps(catalogue):
+    frames = _scenario(catalogue)
+    missing = {frames[4][0]}
+    s = Scorer(catalogue, max_points=MAX_POINTS, timeout_s=5.0)
+    for k, (stamp, gts, preds) in enumerate(frames):
+        if stamp in missing:
+            s.add_ground_truth(stamp, gts, K, 640.0, now=0.0)
+        elif k % 2:  # detections first on odd frames
+            s.add_detections(stamp, preds, now=0.0)
+            s.add_ground_truth(stamp, gts, K, 640.0, now=0.0)
+        else:
+            s.add_ground_truth(stamp, gts, K, 640.0, now=0.0)
+            s.add_detections(stamp, preds, now=0.0)
+    s.add_detections(T0 + 99 * DT, [], now=0.0)  # detections of a frame without ground truth
+    s.expire(now=1.0)
+    assert s.matched == 5 and not s.gaps  # not yet timed out
+    s.expire(now=10.0)
+    rep = s.report()
+    assert rep["ros"]["gaps"] == sorted(missing) and rep["ros"]["detections_without_ground_truth"] == 1
+    offline = _offline(catalogue, frames, missing)
+    _approx_equal({k: rep[k] for k in offline}, offline)
+    assert "| **overall** |" in markdown_report(rep)
+
+
+def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path):
+    import rclpy
+    import rclpy.executors
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo
+    from std_msgs.msg import String
+    from vision_msgs.msg import Detection3DArray
+
+    out = tmp_path / "eval"
+    proc = spawn_python("-m", "vfm_pose_ros.ros.evaluator_node", "--ros-args", "-p", f"output_dir:={out}",
+                        "-p", "match_timeout_s:=30.0", "-p", f"max_points:={MAX_POINTS}", "-p", "summary_period_s:=0.2")
+    frames = _scenario(catalogue)
+    missing = {frames[4][0]}
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("evaluator_test_feeder", context=ctx)
+    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    try:
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        pub_gt = node.create_publisher(Detection3DArray, "/ground_truth/detections", reliable)
+        pub_det = node.create_publisher(Detection3DArray, "/vfm_pose/detections", reliable)
+        pub_info = node.create_publisher(CameraInfo, "/camera/color/camera_info", reliable)
+        summaries = []
+        node.create_subscription(String, "/vfm_pose_evaluator/summary", lambda m: summaries.append(json.loads(m.data)),
+                                 10)
+
+        def spin_until(cond, timeout):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end and not cond():
+                executor.spin_once(timeout_sec=0.05)
+                assert proc.poll() is None, proc.stderr.read()
+            return cond()
+
+        assert spin_until(lambda: pub_gt.get_subscription_count() and pub_det.get_subscription_count()
+                          and pub_info.get_subscription_count(), 30), "evaluator node did not subscribe"
+        for stamp, gts, preds in frames:
+            header = convert.make_header(stamp, "camera_color_optical_frame")
+            pub_info.publish(convert.K_to_camera_info(K, 640, 480, header))
+            time.sleep(0.02)  # camera info first, as the player sends it
+            pub_gt.publish(convert.poses_to_detection_array(
+                [ObjectPose(g.name, g.R, g.t, 1.0) for g in gts], catalogue, header))
+            if stamp not in missing:
+                pub_det.publish(convert.poses_to_detection_array(preds, catalogue, header))
+        assert spin_until(lambda: summaries and summaries[-1]["frames_matched"] == 5, 30), summaries[-1:]
+        assert summaries[-1]["pending_ground_truth"] == 1  # the frame without detections is still waiting
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    offline = json.loads(json.dumps(_offline(catalogue, frames, missing)))
+    _approx_equal({k: rep[k] for k in offline}, offline)
+    assert rep["n_frames"] == 6 and rep["overall"]["n_gt"] == 12
+    assert rep["ros"]["gaps"] == sorted(missing) and rep["ros"]["frames_matched"] == 5
+    rows = list(csv.DictReader(open(out / "frames.csv")))
+    assert len(rows) == 12
+    assert {r["detections_received"] for r in rows if int(r["stamp_ns"]) in missing} == {"False"}
+    assert "| **overall** |" in (out / "report.md").read_text()
+    assert "frames without detections" in err
+

@@ -1,0 +1,579 @@
+"""The pose node: camera frames in, object poses out (Detection3DArray, TF, markers, debug image, diagnostics).
+
+Thin by design: messages are converted by :mod:`vfm_pose_ros.ros.convert`, frames checked by
+:mod:`vfm_pose_ros.core.validation`, poses computed by an estimator from :mod:`vfm_pose_ros.models`.
+What this file adds is the run-time behaviour:
+
+* colour + depth synchronised by stamp (``message_filters`` when importable, else
+  :class:`vfm_pose_ros.ros.sync.ApproximateSync`); camera_info cached (a frame that comes
+  before any camera_info waits ``camera_info_wait_ms`` for one, then is counted as
+  ``no_camera_info`` with a warning once per ``warn_every_n``);
+* inference on a worker thread, never on the executor: the newest ``queue_size`` frames
+  wait (1 by default), older ones are dropped and counted as ``dropped_stale``;
+* exactly one Detection3DArray per processed frame, empty when nothing passed, so consumers
+  (and a lockstep bag player) know the frame was handled; why it was empty is in
+  /diagnostics (``last_empty_reason`` and the counters);
+* never a non-finite, non-orthonormal or behind-camera pose (``rejected_bad_pose``);
+  results below ``score_threshold`` are withheld (``withheld_low_score``);
+* TF ``<camera optical frame> -> <name>_<k>`` and ``<name>_<k> -> <name>_<k>_grasp_<grasp>``
+  (tf2_ros where importable, else a TFMessage publisher on /tf with tf2's QoS);
+* the prompt is a dynamic parameter, validated for prompt-driven backends (clip, hybrid).
+
+A missing or unreadable checkpoint or weights file is fatal: the node logs what is missing and
+how to fix it, and exits with status 1 (it cannot do anything useful, and a supervisor or
+launch file should see the failure rather than a node that is up but silent).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+
+import numpy as np
+
+from ..core.types import Frame
+from ..core.validation import InvalidInput, StampOrder, validate_frame, validate_pose
+from . import convert
+from .env import configure_ros_env, find_package_file
+from .graph import load_pose_defaults
+
+NODE_NAME = "vfm_pose"
+PROMPT_BACKENDS = ("clip", "hybrid")  # backends that pick objects from the prompt
+
+# Parameters that can change while the node runs; the others are read once at start.
+DYNAMIC = {"prompt", "score_threshold", "publish_tf", "grasp_frames", "publish_markers", "publish_debug_image",
+           "sync_tolerance_ms", "warn_every_n"}
+CHOICES = {"backend": ("", "clip", "dinov2", "hybrid"), "grasp_frames": ("selected", "all", "none"),
+           "input_qos": ("sensor_data", "reliable")}
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (missing checkpoint, weights, bad parameter); the message says how to fix it."""
+
+
+def resolve_path(value: str) -> Path:
+    """A user path: absolute, or relative to the working directory, else to the package's share/source tree."""
+    p = Path(os.path.expanduser(value))
+    if p.is_absolute() or p.exists():
+        return p
+    try:
+        return find_package_file(p)
+    except FileNotFoundError:
+        return p
+
+
+def prompt_objects(prompt: str, catalogue) -> list[str]:
+    """Catalogue objects a prompt names, by a name variant ("driller", "driller like", "driller_like") or the
+    full description, as whole words. Validates the prompt parameter; backends do their own selection."""
+    from ..models.clip_data import name_variants  # the one definition of how objects are named in prompts
+
+    def words(s: str) -> str:
+        return " ".join(re.findall(r"[a-z0-9]+", (s or "").lower()))
+
+    text = f" {words(prompt)} "
+    found = []
+    for obj in catalogue:
+        names = [words(v) for v in name_variants(obj)] + ([words(obj.description)] if obj.description else [])
+        if any(n and f" {n} " in text for n in names):
+            found.append(obj.name)
+    return found
+
+
+@dataclasses.dataclass
+class Selection:
+    """What :func:`select_poses` kept, and what it dropped and why."""
+
+    poses: list
+    reason: str = ""  # why nothing was kept ("" when something was)
+    withheld: int = 0  # below the score threshold
+    rejected: list = dataclasses.field(default_factory=list)  # (name, message): invalid poses
+    unknown: list = dataclasses.field(default_factory=list)  # names outside the catalogue
+
+
+def select_poses(raw, catalogue, threshold: float, prompt: str = "") -> Selection:
+    """The poses fit to publish: valid (finite, orthonormal, in front of the camera; the others are rejected),
+    of catalogue objects, scoring at least ``threshold`` (the others are withheld), sorted by score and
+    numbered per object (``instance`` = k of the TF frame ``<name>_<k>``)."""
+    kept, low = [], []
+    sel = Selection(poses=[])
+    for p in raw:
+        try:
+            R, t = validate_pose(p.R, p.t)
+        except InvalidInput as exc:
+            sel.rejected.append((p.name, exc.message))
+            continue
+        if p.name not in catalogue:
+            sel.unknown.append(p.name)
+            continue
+        if not np.isfinite(p.score) or p.score < threshold:
+            low.append(p)
+            continue
+        kept.append(dataclasses.replace(p, R=R, t=t))
+    sel.withheld = len(low)
+    kept.sort(key=lambda p: -p.score)
+    seen: dict[str, int] = defaultdict(int)
+    for p in kept:
+        sel.poses.append(dataclasses.replace(p, instance=seen[p.name]))
+        seen[p.name] += 1
+    if not sel.poses:
+        if low:
+            best = max(low, key=lambda p: p.score if np.isfinite(p.score) else -1.0)
+            sel.reason = (f"{len(low)} result(s) below score_threshold {threshold:.2f} "
+                          f"(best {best.name} {best.score:.2f})")
+        elif sel.rejected:
+            sel.reason = f"{len(sel.rejected)} result(s) with an invalid pose"
+        elif sel.unknown:
+            sel.reason = "results named objects outside the catalogue"
+        else:
+            sel.reason = "no object found" + (f" for prompt {prompt!r}" if prompt else "")
+    return sel
+
+
+class LatestQueue:
+    """A bounded queue that keeps the newest items: putting into a full queue drops (and counts) the oldest."""
+
+    def __init__(self, size: int = 1):
+        self.q: queue.Queue = queue.Queue(maxsize=max(1, int(size)))
+        self._lock = threading.Lock()
+
+    def put(self, item) -> int:
+        """Add an item; returns how many stale items were dropped to make room."""
+        dropped = 0
+        with self._lock:
+            while True:
+                try:
+                    self.q.put_nowait(item)
+                    return dropped
+                except queue.Full:
+                    try:
+                        self.q.get_nowait()
+                        dropped += 1
+                    except queue.Empty:
+                        pass
+
+    def get(self, timeout: float):
+        try:
+            return self.q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+class Stats:
+    """Counters and latency window behind /diagnostics (thread-safe: executor and worker both write)."""
+
+    def __init__(self, window: int = 200):
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = defaultdict(int)
+        self.latency_ms: deque = deque(maxlen=window)
+        self.infer_ms: deque = deque(maxlen=window)
+        self.last_empty_reason = ""
+        self.last_frame_empty = False
+        self._mark = (time.monotonic(), 0, 0)
+
+    def add(self, key: str, n: int = 1) -> int:
+        with self.lock:
+            self.counts[key] += n
+            return self.counts[key]
+
+    def rates(self) -> tuple[float, float]:
+        """(input Hz, processed Hz) since the previous call."""
+        with self.lock:
+            now = time.monotonic()
+            t0, n_in0, n_done0 = self._mark
+            n_in, n_done = self.counts["frames_in"], self.counts["frames_processed"]
+            self._mark = (now, n_in, n_done)
+        dt = max(now - t0, 1e-6)
+        return (n_in - n_in0) / dt, (n_done - n_done0) / dt
+
+    def percentiles(self) -> tuple[float | None, float | None, float | None]:
+        with self.lock:
+            lat = np.array(self.latency_ms, float)
+            inf = np.array(self.infer_ms, float)
+        if not len(lat):
+            return None, None, None
+        return float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), (float(np.median(inf)) if len(inf)
+                                                                                else None)
+
+
+def _make_node_class():
+    """The Node subclass, built on first use so importing this module needs no rclpy."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+    from rclpy.node import Node
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+    from visualization_msgs.msg import MarkerArray
+
+    try:
+        from vision_msgs.msg import Detection3DArray
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise StartupError("vision_msgs is not importable: build the interface packages (`make interfaces`) or "
+                           "source a ROS 2 install that has ros-<distro>-vision-msgs") from exc
+
+    class PoseNode(Node):
+        def __init__(self, estimator=None, **node_kwargs):
+            super().__init__(NODE_NAME, **node_kwargs)
+            self.defaults = load_pose_defaults()
+            for name, default in self.defaults.items():
+                self.declare_parameter(name, default, ParameterDescriptor(read_only=name not in DYNAMIC))
+            self.p = {name: self.get_parameter(name).value for name in self.defaults}
+            for name, choices in CHOICES.items():
+                if self.p[name] not in choices:
+                    raise StartupError(f"parameter {name}={self.p[name]!r}; choose one of {', '.join(choices)}")
+
+            self.stats = Stats()
+            self.stamp_order = StampOrder()
+            self.estimator = estimator if estimator is not None else self._load_estimator()
+            self.backend = getattr(self.estimator, "backend", "") or self.p["backend"]
+            self.catalogue = self._load_catalogue()
+            error = self._prompt_error(self.p["prompt"])
+            if error and self.p["prompt"]:
+                self.get_logger().warning(f"{error} (set it with: ros2 param set {self.get_fully_qualified_name()} "
+                                          "prompt \"the <object>\")")
+            elif error:
+                self.get_logger().info(f"no prompt: the {self.backend} backend looks for every catalogue object "
+                                       f"({', '.join(self.catalogue.names)}); set the prompt parameter to choose one")
+            self.add_on_set_parameters_callback(self._on_set_parameters)
+
+            # --- outputs
+            reliable10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+            self.pub_det = self.create_publisher(Detection3DArray, "~/detections", reliable10)
+            self.pub_markers = self.create_publisher(MarkerArray, "~/markers", reliable10)
+            self.pub_debug = self.create_publisher(Image, "~/debug_image", QoSProfile(depth=2))
+            self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", reliable10)
+            self.tf_broadcaster = self._tf_broadcaster()
+
+            # --- inputs
+            qos = qos_profile_sensor_data if self.p["input_qos"] == "sensor_data" else QoSProfile(
+                depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+            self._camera_info = None
+            self._info_event = threading.Event()
+            self.create_subscription(CameraInfo, self.p["camera_info_topic"], self._on_camera_info, qos)
+            self.queue = LatestQueue(self.p["queue_size"])
+            self.sync = None
+            self._subscribe_images(Image, qos)
+
+            # --- worker and diagnostics
+            self._stop = threading.Event()
+            self.worker = threading.Thread(target=self._work, name="vfm_pose_inference", daemon=True)
+            self.worker.start()
+            self.create_timer(float(self.p["diagnostics_period_s"]), self._publish_diagnostics)
+            depth = f" + depth {self.p['depth_topic']}" if self.p["use_depth"] else " (RGB only)"
+            self.get_logger().info(f"ready: {self.estimator!r}; listening to {self.p['image_topic']}{depth}; "
+                                   f"publishing {self.resolve_topic_name('~/detections')}")
+
+        # ------------------------------------------------------------------ start-up
+
+        def _load_estimator(self):
+            from ..models import load_estimator
+
+            ckpt = self.p["checkpoint"]
+            if not ckpt:
+                raise StartupError("parameter 'checkpoint' is empty: give a checkpoint from `vfm-pose train` "
+                                   "(-p checkpoint:=/path/model.pt, or checkpoint:=... with vfm-pose launch)")
+            path = resolve_path(ckpt)
+            if not path.is_file():
+                raise StartupError(f"checkpoint not found: {ckpt} (looked in {Path.cwd()} and the package); "
+                                   "train one with `vfm-pose train ... --out CKPT` and pass checkpoint:=CKPT")
+            overrides = {}
+            if self.p["weights"]:
+                weights = resolve_path(self.p["weights"])
+                if not weights.is_file():
+                    raise StartupError(f"weights file not found: {self.p['weights']}; pass the backbone weights "
+                                       "(.safetensors/.pth) with weights:=PATH, or '' to use the checkpoint's setting")
+                overrides["weights"] = str(weights)
+            if self.p["precision"] != "auto":
+                overrides["precision"] = self.p["precision"]
+            t0 = time.perf_counter()
+            try:
+                est = load_estimator(str(path), device=self.p["device"], backend=self.p["backend"] or None,
+                                     **overrides)
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                raise StartupError(f"cannot load the {self.p['backend'] or ''} estimator from {path}: {exc}") from exc
+            self.get_logger().info(f"loaded {path} in {time.perf_counter() - t0:.1f} s")
+            return est
+
+        def _load_catalogue(self):
+            if self.p["catalogue_dir"]:
+                from ..core.catalogue import Catalogue
+
+                d = resolve_path(self.p["catalogue_dir"])
+                try:
+                    return Catalogue.from_dir(d)
+                except (OSError, ValueError) as exc:
+                    raise StartupError(f"cannot read the catalogue {d}: {exc}") from exc
+            return self.estimator.catalogue
+
+        def _tf_broadcaster(self):
+            try:
+                from tf2_ros import TransformBroadcaster
+
+                broadcaster = TransformBroadcaster(self)
+                return lambda transforms: broadcaster.sendTransform(transforms)
+            except ImportError:
+                from tf2_msgs.msg import TFMessage
+
+                # tf2_ros's DynamicBroadcasterQoS: reliable, volatile, keep last 100
+                pub = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100,
+                                                                         reliability=ReliabilityPolicy.RELIABLE))
+                return lambda transforms: pub.publish(TFMessage(transforms=transforms))
+
+        def _subscribe_images(self, Image, qos):
+            tol_s = float(self.p["sync_tolerance_ms"]) / 1000.0
+            if not self.p["use_depth"]:
+                self.create_subscription(Image, self.p["image_topic"], lambda m: self._on_frame(m, None), qos)
+                return
+            try:
+                import message_filters
+            except ImportError:
+                message_filters = None
+            if message_filters is not None:  # pragma: no cover - not installed here
+                subs = [message_filters.Subscriber(self, Image, t, qos_profile=qos)
+                        for t in (self.p["image_topic"], self.p["depth_topic"])]
+                self._mf = message_filters.ApproximateTimeSynchronizer(subs, queue_size=10, slop=tol_s)
+                self._mf.registerCallback(self._on_frame)
+                return
+            from .sync import ApproximateSync
+
+            self.sync = ApproximateSync(2, int(tol_s * 1e9), self._on_frame, queue_size=10)
+            self.create_subscription(Image, self.p["image_topic"],
+                                     lambda m: self.sync.add(0, convert.stamp_to_ns(m.header.stamp), m), qos)
+            self.create_subscription(Image, self.p["depth_topic"],
+                                     lambda m: self.sync.add(1, convert.stamp_to_ns(m.header.stamp), m), qos)
+
+        # ------------------------------------------------------------------ parameters
+
+        def _prompt_error(self, prompt: str) -> str | None:
+            if self.backend not in PROMPT_BACKENDS:
+                return None
+            known = ", ".join(self.catalogue.names)
+            if not prompt.strip():
+                return f"the {self.backend} backend needs a prompt naming an object (known: {known})"
+            if not prompt_objects(prompt, self.catalogue):
+                return f"prompt {prompt!r} names no known object (known: {known})"
+            return None
+
+        def _on_set_parameters(self, params):
+            for param in params:
+                if param.name not in self.defaults:
+                    continue  # use_sim_time and other standard parameters
+                if param.name not in DYNAMIC:
+                    return SetParametersResult(successful=False,
+                                               reason=f"{param.name} is read at start: restart the node to change it")
+                if param.name == "prompt":
+                    error = self._prompt_error(param.value)
+                    if error:
+                        return SetParametersResult(successful=False, reason=error)
+                if param.name in CHOICES and param.value not in CHOICES[param.name]:
+                    return SetParametersResult(successful=False,
+                                               reason=f"{param.name} must be one of {', '.join(CHOICES[param.name])}")
+                if param.name == "score_threshold" and not 0.0 <= float(param.value) <= 1.0:
+                    return SetParametersResult(successful=False, reason="score_threshold must lie in [0, 1]")
+            for param in params:
+                if param.name in self.defaults:
+                    self.p[param.name] = param.value
+                    if param.name == "sync_tolerance_ms" and self.sync is not None:
+                        self.sync.tolerance_ns = int(float(param.value) * 1e6)
+                    if param.name == "prompt":
+                        self.get_logger().info(f"prompt is now {param.value!r}")
+            return SetParametersResult(successful=True)
+
+        # ------------------------------------------------------------------ callbacks (executor thread)
+
+        def _on_camera_info(self, msg):
+            self._camera_info = msg
+            self._info_event.set()
+
+        def _on_frame(self, image, depth):
+            self.stats.add("frames_in")
+            dropped = self.queue.put((image, depth, time.monotonic()))
+            if dropped:
+                self.stats.add("dropped_stale", dropped)
+
+        # ------------------------------------------------------------------ worker thread
+
+        def _work(self):
+            while not self._stop.is_set():
+                item = self.queue.get(timeout=0.1)
+                if item is None:
+                    continue
+                try:
+                    self._process(*item)
+                except Exception as exc:  # never let the worker die: count, log, go on
+                    self.stats.add("failed")
+                    self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}")
+
+        def _warn_every(self, key: str, text: str) -> None:
+            n = self.stats.add(key)
+            every = max(1, int(self.p["warn_every_n"]))
+            if n == 1 or n % every == 0:
+                self.get_logger().warning(f"{text} [{key}: {n} so far; logged every {every}]")
+
+        def _process(self, image, depth_msg, t_recv):
+            header = image.header
+            poses, reason = [], ""
+            if not self._info_event.is_set():
+                self._info_event.wait(float(self.p["camera_info_wait_ms"]) / 1000.0)
+            info = self._camera_info
+            try:
+                if info is None:
+                    reason = (f"no camera_info received on {self.p['camera_info_topic']}: frames cannot be used "
+                              "without intrinsics; check the topic name and that the camera driver publishes it")
+                    self._warn_every("no_camera_info", reason)
+                else:
+                    poses, reason = self._infer(image, depth_msg, info)
+            except InvalidInput as exc:
+                reason = str(exc)
+                self._warn_every(f"rejected_{exc.reason_code}", f"frame at {convert.stamp_to_ns(header.stamp)} ns "
+                                                                f"refused: {exc.message}")
+            except Exception as exc:  # the estimator failed on this frame: count it, publish the empty result
+                reason = f"inference failed: {type(exc).__name__}: {exc}"
+                self.stats.add("failed")
+                self.get_logger().error(reason, throttle_duration_sec=5.0)
+            self._publish(header, poses, reason, t_recv, image if self.p["publish_debug_image"] else None, info)
+
+        def _infer(self, image, depth_msg, info):
+            try:
+                rgb = convert.image_to_rgb(image)
+                depth = convert.image_to_depth(depth_msg) if (self.p["use_depth"] and depth_msg is not None) else None
+            except convert.ImageConversionError as exc:
+                raise InvalidInput("bad_encoding", str(exc)) from None
+            K, size = convert.camera_info_to_K(info)
+            check = validate_frame(rgb, K, depth, camera_size=size)
+            stamp_ns = convert.stamp_to_ns(image.header.stamp)
+            self.stamp_order.check(stamp_ns)
+            if check.depth_nonfinite:
+                self.stats.add("depth_nonfinite_pixels", check.depth_nonfinite)
+                self._warn_every("frames_with_nonfinite_depth", check.warnings[0])
+            frame = Frame(rgb=rgb, K=K, depth=check.depth, prompt=self.p["prompt"] or None, stamp_ns=stamp_ns,
+                          frame_id=image.header.frame_id)
+            t0 = time.perf_counter()
+            raw = self.estimator.predict(frame)
+            with self.stats.lock:
+                self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
+            return self._filter(raw)
+
+        def _filter(self, raw):
+            sel = select_poses(raw, self.catalogue, float(self.p["score_threshold"]), self.p["prompt"])
+            for name, message in sel.rejected:
+                self._warn_every("rejected_bad_pose", f"{name}: {message}")
+            for name in sel.unknown:
+                self._warn_every("unknown_object", f"estimator returned {name!r}, not in the catalogue")
+            if sel.withheld:
+                self.stats.add("withheld_low_score", sel.withheld)
+            return sel.poses, sel.reason
+
+        def _publish(self, header, poses, reason, t_recv, image, info):
+            if self._stop.is_set():
+                return
+            self.pub_det.publish(convert.poses_to_detection_array(poses, self.catalogue, header))
+            if self.p["publish_tf"] and poses and self.tf_broadcaster is not None:
+                self.tf_broadcaster(convert.pose_transforms(poses, self.catalogue, header, self.p["grasp_frames"]))
+            if self.p["publish_markers"]:
+                self.pub_markers.publish(convert.pose_markers(poses, self.catalogue, header))
+            if image is not None and info is not None:
+                try:
+                    rgb = convert.image_to_rgb(image)
+                    K, _ = convert.camera_info_to_K(info)
+                    self.pub_debug.publish(convert.rgb_to_image(
+                        convert.draw_debug_image(rgb, K, poses, self.catalogue), header))
+                except (convert.ImageConversionError, ValueError) as exc:
+                    self.get_logger().warning(f"debug image skipped: {exc}", throttle_duration_sec=5.0)
+            self.stats.add("frames_processed")
+            self.stats.add("objects_published", len(poses))
+            self.stats.last_frame_empty = not poses
+            if not poses:
+                self.stats.add("empty_results")
+                self.stats.last_empty_reason = reason
+            with self.stats.lock:
+                self.stats.latency_ms.append((time.monotonic() - t_recv) * 1e3)
+
+        # ------------------------------------------------------------------ diagnostics
+
+        def diagnostics(self):
+            """The DiagnosticStatus for the current counters (also used by tests)."""
+            rate_in, rate_done = self.stats.rates()
+            p50, p95, infer = self.stats.percentiles()
+            with self.stats.lock:
+                counts = dict(self.stats.counts)
+                last_empty = self.stats.last_empty_reason
+            fmt = (lambda v: "" if v is None else f"{v:.1f}")
+            values = {"input_rate_hz": f"{rate_in:.2f}", "processed_rate_hz": f"{rate_done:.2f}",
+                      "latency_p50_ms": fmt(p50), "latency_p95_ms": fmt(p95), "inference_median_ms": fmt(infer),
+                      "backend": self.backend, "prompt": self.p["prompt"], "last_empty_reason": last_empty,
+                      "sync_unmatched": str(self.sync.unmatched if self.sync else 0)}
+            for key in ("frames_in", "frames_processed", "dropped_stale", "failed", "no_camera_info",
+                        "withheld_low_score", "empty_results", "objects_published"):
+                values[key] = str(counts.get(key, 0))
+            for key, n in sorted(counts.items()):
+                if key not in values:
+                    values[key] = str(n)
+            level, message = DiagnosticStatus.OK, f"{rate_done:.1f} Hz processed"
+            if counts.get("frames_in", 0) == 0:
+                level, message = DiagnosticStatus.WARN, f"no frames received on {self.p['image_topic']}"
+            elif counts.get("failed", 0) and not counts.get("objects_published", 0):
+                level, message = DiagnosticStatus.ERROR, "inference fails on every frame; see the node's log"
+            elif self._camera_info is None:
+                level, message = DiagnosticStatus.WARN, f"no camera_info on {self.p['camera_info_topic']}"
+            elif self.stats.last_frame_empty:
+                message = f"{rate_done:.1f} Hz processed; last frame empty: {last_empty}"
+            return DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: pose estimation",
+                                    message=message, hardware_id=self.backend,
+                                    values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+        def _publish_diagnostics(self):
+            msg = DiagnosticArray()
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.status = [self.diagnostics()]
+            self.pub_diag.publish(msg)
+
+        def stop(self):
+            self._stop.set()
+            self.worker.join(timeout=5.0)
+
+    return PoseNode
+
+
+_NODE_CLASS = None
+
+
+def PoseNode(*args, **kwargs):
+    """Create the pose node (rclpy must be initialised)."""
+    global _NODE_CLASS
+    if _NODE_CLASS is None:
+        _NODE_CLASS = _make_node_class()
+    return _NODE_CLASS(*args, **kwargs)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``pose_node``: spin until Ctrl-C / SIGTERM; exit 1 with a message when start-up fails."""
+    configure_ros_env()
+    import rclpy
+
+    from . import spin
+
+    spin.init(args)
+    try:
+        node = PoseNode()
+    except StartupError as exc:
+        print(f"pose_node: {exc}", file=sys.stderr)
+        rclpy.shutdown()
+        return 1
+    try:
+        spin.spin(node)
+    finally:
+        node.stop()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
