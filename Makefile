@@ -21,10 +21,10 @@ STAMP := $(VENV)/.vfm_pose_ros-setup.stamp
 # The test command written in the README (VFM_REQUIRE_ROS=1: a missing rclpy fails instead of skipping).
 TEST_CMD := VFM_REQUIRE_ROS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest
 
-.PHONY: help setup test lint
+.PHONY: help setup test lint demo bench
 
 help:
-	@echo "make setup | make test | make lint   (VENV=$(VENV))"
+	@echo "make setup | make test | make lint | make demo | make bench   (VENV=$(VENV))"
 
 $(STAMP): requirements/constraints.txt $(REQUIREMENTS) setup.py setup.cfg package.xml scripts/setup_system.sh
 	@start=$$SECONDS; \
@@ -50,3 +50,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# The main job: the CLIP-vs-DINOv2(-hybrid) comparison through the ROS graph on the package's own benchmark.
+demo: setup
+	@VENV="$(VENV)" bash scripts/demo.sh
