@@ -635,3 +635,14 @@ def format_report(report: dict) -> str:
         cells = [f"{cell(vals.get(key), fmt):>{w}}" for (_, key, fmt), w in zip(_TABLE, widths)]
         lines.append(" ".join([f"{name:<{name_w}}"] + cells))
     return "\n".join(lines)
+
+
+def format_report_markdown(report: dict) -> str:
+    """The same table as :func:`format_report` in Markdown: one row per object, then overall."""
+    rows = [(name, vals) for name, vals in report["objects"].items()] + [("**overall**", report["overall"])]
+    lines = ["| object | " + " | ".join(h for h, _, _ in _TABLE) + " |",
+             "|---|" + "|".join("---:" for _ in _TABLE) + "|"]
+    for name, vals in rows:
+        cells = ["-" if vals.get(key) is None else fmt.format(vals[key]) for _, key, fmt in _TABLE]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
