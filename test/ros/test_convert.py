@@ -134,6 +134,64 @@ def test_step_too_small_and_wrong_data_size_are_clear_errors():
         convert.image_to_array(msg)
 
 
+def test_conversion_errors_carry_the_reason_code_the_pose_node_counts():
+    from vfm_pose_ros.core.validation import REASONS
+
+    bad = Image(height=2, width=2, encoding="yuv422", step=4)
+    bad.data = array.array("B", bytes(8))
+    short = convert.rgb_to_image(_rgb(4, 5))
+    short.step = 10
+    cut = convert.rgb_to_image(_rgb(4, 5))
+    cut.data = array.array("B", bytes(cut.data)[:-1])
+    no_data = Image(height=4, width=5, encoding="bgr8", step=15)
+    for msg, reason in [(bad, "bad_encoding"), (short, "bad_step"), (cut, "bad_step"), (no_data, "empty_image")]:
+        with pytest.raises(convert.ImageConversionError) as info:
+            convert.image_to_rgb(msg)
+        assert info.value.reason == reason and reason in REASONS
+    assert "carries no data" in str(info.value)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8", "rgba8"])
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (4, 0)])
+def test_zero_sized_images_decode_to_empty_arrays_for_validation_to_refuse(encoding, shape):
+    from vfm_pose_ros.core.validation import InvalidInput, validate_image
+
+    msg = Image(height=shape[0], width=shape[1], encoding=encoding, step=0)
+    rgb = convert.image_to_rgb(msg)  # no cv2 error on an empty array
+    assert rgb.shape == (*shape, 3) and rgb.dtype == np.uint8
+    with pytest.raises(InvalidInput, match="empty_image"):
+        validate_image(rgb)
+    depth = convert.image_to_depth(Image(height=shape[0], width=shape[1], encoding="32FC1"))
+    assert depth.shape == shape
+
+
+def test_malformed_received_poses_are_refused_not_guessed():
+    from geometry_msgs.msg import Pose
+
+    pose = convert.pose_to_msg(axis_angle_to_matrix([0.1, 0.2, 0.3]), [0, 0, 1.0])
+    pose.orientation.w *= 1.001  # float32 round trips: normalised, accepted
+    R, _ = convert.msg_to_pose(pose)
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    zero = Pose()
+    zero.orientation.w = 0.0
+    nan = convert.pose_to_msg(np.eye(3), [np.nan, 0, 1.0])
+    for bad, words in [(zero, "norm 0.0000, not 1"), (nan, "NaN or inf")]:
+        with pytest.raises(ValueError, match=words):
+            convert.msg_to_pose(bad)
+
+
+def test_detections_with_malformed_poses_are_skipped_and_reported():
+    pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not built yet (interfaces/)")
+    cat = _catalogue()
+    arr = convert.poses_to_detection_array([_pose(), _pose(instance=1)], cat, convert.make_header(1, "cam"))
+    arr.detections[1].results[0].pose.pose.orientation.x = 5.0
+    arr.detections[0].results[0].hypothesis.score = float("nan")
+    invalid = []
+    out = convert.detection_array_to_list(arr, invalid)
+    assert [o[0] for o in out] == ["thing"] and invalid[0][0] == "thing_1" and "not 1" in invalid[0][1]
+    assert len(convert.detection_array_to_list(arr)) == 1  # skipped without the list too
+
+
 def test_camera_info_round_trip():
     K = np.array([[600.0, 0, 320], [0, 610, 240], [0, 0, 1]])
     info = convert.K_to_camera_info(K, 640, 480)

@@ -243,9 +243,10 @@ def load_mesh(path, unit: str = "m"):
         if isinstance(mesh, trimesh.Scene):
             mesh = trimesh.load(path, process=False, force="mesh")
     except Exception as exc:  # trimesh raises many types for corrupt files
-        raise ValueError(f"cannot read mesh {path}: {exc}") from exc
+        raise ValueError(f"cannot read mesh {path}: {exc} (corrupt or not a mesh: re-export it as PLY, OBJ or STL)") \
+            from exc
     if len(mesh.vertices) == 0:
-        raise ValueError(f"mesh {path} has no vertices")
+        raise ValueError(f"mesh {path} has no vertices (an empty export: re-export the object's mesh)")
     if isinstance(mesh, trimesh.PointCloud):  # a PLY without faces: keep the points (metrics need only vertices)
         colors = np.asarray(mesh.colors)[:, :3].astype(np.uint8) if len(mesh.colors) else None
         return np.asarray(mesh.vertices, dtype=np.float64) * scale, None, colors
@@ -498,7 +499,8 @@ class Catalogue:
         """All ``*.yaml`` entries of a directory (optionally only the given names)."""
         directory = Path(directory)
         if not directory.is_dir():
-            raise FileNotFoundError(f"catalogue directory not found: {directory}")
+            raise FileNotFoundError(f"catalogue directory not found: {directory} (give a folder of object YAML "
+                                    "entries, e.g. the package's config/objects)")
         paths = sorted(directory.glob("*.yaml"))
         if not paths:
             raise FileNotFoundError(f"no *.yaml object entries in {directory} (see the schema in core/catalogue.py)")

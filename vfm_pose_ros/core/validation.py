@@ -19,6 +19,8 @@ import numpy as np
 # the diagnostics key list; tests check that each raise uses a listed code).
 REASONS = {
     "bad_encoding": "the image message cannot be decoded: publish rgb8/bgr8/rgba8/bgra8/mono8 or 16UC1/32FC1",
+    "bad_step": "the Image's width, height, step and data length disagree: fix the publisher "
+                "(step >= width x bytes per pixel, len(data) = step x height)",
     "empty_image": "the image has no pixels: check the camera driver and the image topic",
     "bad_image": "the image must be HxWx3 uint8 RGB (after conversion): check the encoding",
     "size_mismatch": "image size differs from CameraInfo width/height: use the camera_info of this image stream",
@@ -26,7 +28,10 @@ REASONS = {
     "depth_size_mismatch": "depth and colour differ in size: use the depth stream aligned to colour",
     "depth_all_zero": "the depth image has no valid measurement: check the depth stream, or set use_depth false",
     "stamp_backwards": "timestamps went backwards: a bag restarted or clocks jumped; reset the node or use_sim_time",
-    "bad_pose": "the estimator produced a non-finite, non-orthonormal or behind-camera pose",
+    "unknown_prompt": "the prompt names no catalogue object: set one that does "
+                      "(ros2 param set /vfm_pose prompt \"the <object>\"), or '' to look for every object",
+    "bad_pose": "the estimator produced a non-finite, non-orthonormal or behind-camera pose: it is never "
+                "published; if it recurs, check the model and the camera intrinsics",
 }
 
 

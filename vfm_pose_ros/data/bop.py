@@ -87,7 +87,8 @@ def read_image(path) -> np.ndarray:
     cv2 = _cv2()
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise ValueError(f"cannot read image {path} (missing, truncated or an unsupported format)")
+        raise ValueError(f"cannot read image {path} (missing, truncated or an unsupported format): restore it from "
+                         "the dataset archive")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -106,7 +107,8 @@ def read_depth(path, depth_scale: float) -> np.ndarray:
     cv2 = _cv2()
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
-        raise ValueError(f"cannot read depth image {path}")
+        raise ValueError(f"cannot read depth image {path} (truncated or not an image): restore it from the dataset "
+                         "archive")
     if raw.ndim == 3:
         raw = raw[:, :, 0]
     return (raw.astype(np.float32) * np.float32(depth_scale / 1000.0)).astype(np.float32)
@@ -116,7 +118,7 @@ def read_mask(path) -> np.ndarray:
     cv2 = _cv2()
     m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if m is None:
-        raise ValueError(f"cannot read mask {path}")
+        raise ValueError(f"cannot read mask {path} (truncated or not an image): restore it from the dataset archive")
     if m.ndim == 3:
         m = m[:, :, 0]
     return m > 0

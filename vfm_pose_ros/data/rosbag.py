@@ -547,7 +547,8 @@ def _salvage_mcap(path: Path, already: int, problem) -> Iterator[BagMessage]:
     """
     data = path.read_bytes()
     if data[:8] != b"\x89MCAP0\r\n":
-        raise ValueError(f"{path} is not an MCAP file (bad magic)")
+        raise ValueError(f"{path} is not an MCAP file (bad magic): a corrupt or foreign file; re-record the bag "
+                         "or write it again with `vfm-pose make-bag`")
     schemas: dict[int, str] = {}
     channels: dict[int, tuple[str, str]] = {}
     where = "the end of the file"
@@ -653,7 +654,8 @@ def _salvage_sqlite(path: Path, already: int, problem) -> Iterator[BagMessage]:
         with open(copy, "r+b") as f:
             header = f.read(100)
             if header[:16] != b"SQLite format 3\x00":
-                raise ValueError(f"{path} is not an SQLite file")
+                raise ValueError(f"{path} is not an SQLite file: a corrupt or foreign file; re-record the bag or "
+                                 "write it again with `vfm-pose make-bag`")
             page = struct.unpack(">H", header[16:18])[0]
             page = 65536 if page == 1 else page
             pages = copy.stat().st_size // page

@@ -13,6 +13,7 @@ image helpers work before those interface packages are built.
 from __future__ import annotations
 
 import array
+import math
 import sys
 
 import numpy as np
@@ -44,7 +45,13 @@ GRASP_SEPARATOR = "_grasp_"
 
 
 class ImageConversionError(ValueError):
-    """An Image message that cannot be decoded (unsupported encoding, inconsistent step/size)."""
+    """An Image message that cannot be decoded; ``reason`` is the validation reason code the pose node counts:
+    ``bad_encoding`` (unsupported or wrong-topic encoding), ``bad_step`` (width, height, step and data
+    disagree) or ``empty_image`` (no data)."""
+
+    def __init__(self, message: str, reason: str = "bad_encoding"):
+        super().__init__(message)
+        self.reason = reason
 
 
 # --------------------------------------------------------------------------- stamps
@@ -83,13 +90,16 @@ def image_to_array(msg) -> np.ndarray:
     row_bytes = w * channels * dtype.itemsize
     if h == 0 or w == 0:
         return np.zeros((h, w, channels) if channels > 1 else (h, w), dtype)
+    n = len(msg.data)
+    if n == 0:
+        raise ImageConversionError(f"{enc} image says {w}x{h} but carries no data; check the camera driver",
+                                   "empty_image")
     if step < row_bytes:
         raise ImageConversionError(f"{enc} image of width {w} needs step >= {row_bytes} bytes, got step {step}; "
-                                   "the publisher filled 'step' wrongly")
-    n = len(msg.data)
+                                   "the publisher filled 'step' wrongly", "bad_step")
     if n not in (step * h, step * (h - 1) + row_bytes):
         raise ImageConversionError(f"{enc} image {w}x{h} with step {step} needs {step * h} data bytes, got {n}; "
-                                   "width, height, step and data disagree")
+                                   "width, height, step and data disagree: fix the publisher", "bad_step")
     if _CvBridge is not None:  # pragma: no cover - not installed here
         arr = _CvBridge().imgmsg_to_cv2(msg, desired_encoding="passthrough")
         return arr
@@ -122,6 +132,8 @@ def image_to_rgb(msg) -> np.ndarray:
     arr = image_to_array(msg)
     if msg.encoding == "rgb8":
         return arr
+    if arr.size == 0:  # cv2 refuses empty input; the caller's validation reports the empty image
+        return np.zeros((*arr.shape[:2], 3), np.uint8)
     import cv2
 
     code = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
@@ -239,10 +251,23 @@ def pose_to_msg(R, t):
                 orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
 
 
+# How far a received quaternion's norm may be from 1 (float32 round trips, hand-written publishers) before the
+# pose is refused as malformed; within it the quaternion is normalised.
+QUAT_NORM_TOL = 1e-2
+
+
 def msg_to_pose(pose) -> tuple[np.ndarray, np.ndarray]:
-    """(R, t) from a geometry_msgs/Pose."""
+    """(R, t) from a geometry_msgs/Pose; ValueError for a non-finite pose or a quaternion that is not unit."""
     o, p = pose.orientation, pose.position
-    return quat_to_matrix([o.x, o.y, o.z, o.w]), np.array([p.x, p.y, p.z], dtype=float)
+    q = np.array([o.x, o.y, o.z, o.w], dtype=float)
+    t = np.array([p.x, p.y, p.z], dtype=float)
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))):
+        raise ValueError(f"pose has NaN or inf values (q {q.tolist()}, t {t.tolist()})")
+    norm = float(np.linalg.norm(q))
+    if abs(norm - 1.0) > QUAT_NORM_TOL:
+        raise ValueError(f"orientation quaternion has norm {norm:.4f}, not 1: the publisher must send unit "
+                         "quaternions (x, y, z, w)")
+    return quat_to_matrix(q / norm), t
 
 
 def object_pose_to_detection(pose, obj: ObjectModel, header):
@@ -275,14 +300,23 @@ def poses_to_detection_array(poses, catalogue: Catalogue, header):
     return msg
 
 
-def detection_array_to_list(msg) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
-    """(class_id, R, t, score) per detection, from each detection's best-scoring result."""
+def detection_array_to_list(msg, invalid: list | None = None) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """(class_id, R, t, score) per detection, from each detection's best-scoring result.
+
+    Detections with a malformed pose (non-finite, non-unit quaternion) are skipped; ``invalid``, when
+    given, receives ``(detection id, why)`` for each.
+    """
     out = []
     for det in msg.detections:
         if not det.results:
             continue
-        best = max(det.results, key=lambda r: r.hypothesis.score)
-        R, t = msg_to_pose(best.pose.pose)
+        best = max(det.results, key=lambda r: r.hypothesis.score if math.isfinite(r.hypothesis.score) else -math.inf)
+        try:
+            R, t = msg_to_pose(best.pose.pose)
+        except ValueError as exc:
+            if invalid is not None:
+                invalid.append((det.id or best.hypothesis.class_id, str(exc)))
+            continue
         out.append((best.hypothesis.class_id, R, t, float(best.hypothesis.score)))
     return out
 

@@ -23,13 +23,21 @@ evaluation of the same predictions. Running totals go out once per second as JSO
   scored as gaps. With ``exit_after_report`` the node then exits (the benchmark graph ends).
 
 Ctrl-C does not interrupt a frame being scored: the node finishes it, takes the messages
-already received, scores pending ground truth as gaps and writes the report.
+already received, scores pending ground truth as gaps and writes the report. Report files are
+replaced atomically (written beside, then renamed), so a reader never sees half a report.
+
+Bad input never stops the node: a detection with a malformed pose (non-finite, non-unit
+quaternion) is dropped and ground truth naming an object outside the catalogue is skipped,
+each counted under ``ros.input_problems`` in the report. A frame complete before any camera
+info has arrived waits for one (up to ``match_timeout_s``), so MSPD is not lost to message order.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -56,16 +64,10 @@ DEFAULTS = {
 
 
 def markdown_report(report: dict) -> str:
-    """The report's per-object and overall rows as a Markdown table (the columns of the console table)."""
-    from ..core.metrics import _TABLE  # the column list shared with format_report
+    """The report's per-object and overall rows as a Markdown table, plus the ROS run's frame accounting."""
+    from ..core.metrics import format_report_markdown
 
-    header = "| object | " + " | ".join(h for h, _, _ in _TABLE) + " |"
-    rule = "|---|" + "|".join("---:" for _ in _TABLE) + "|"
-    rows = [(name, vals) for name, vals in report["objects"].items()] + [("**overall**", report["overall"])]
-    lines = [header, rule]
-    for name, vals in rows:
-        cells = ["-" if vals.get(key) is None else fmt.format(vals[key]) for _, key, fmt in _TABLE]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines = [format_report_markdown(report)]
     ros = report.get("ros", {})
     lines += ["", f"{report['n_frames']} frames scored; {ros.get('frames_matched', 0)} matched with detections, "
                   f"{len(ros.get('gaps', []))} without (failures), {ros.get('detections_without_ground_truth', 0)} "
@@ -93,6 +95,9 @@ class Scorer:
         self.lock = threading.Lock()
         self.pending_gt: OrderedDict[int, tuple] = OrderedDict()  # stamp -> (gts, K, width, t)
         self.pending_det: OrderedDict[int, tuple] = OrderedDict()  # stamp -> (poses, t)
+        self.waiting_camera: OrderedDict[int, tuple] = OrderedDict()  # complete, no intrinsics yet: (gts, poses,
+        # matched, t)
+        self.problems: dict[str, int] = {}  # bad input seen by the node, by kind (report: ros.input_problems)
         self.scored: set[int] = set()
         self.rows: list[dict] = []
         self.gaps: list[int] = []
@@ -111,15 +116,19 @@ class Scorer:
                 self.unknown_classes[p.name] = self.unknown_classes.get(p.name, 0) + 1
         return out
 
+    def count_problem(self, kind: str, n: int = 1) -> None:
+        with self.lock:
+            self.problems[kind] = self.problems.get(kind, 0) + n
+
     def add_ground_truth(self, stamp: int, gts, K=None, width=None, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         with self.lock:
-            if stamp in self.scored or stamp in self.pending_gt:
+            if stamp in self.scored or stamp in self.pending_gt or stamp in self.waiting_camera:
                 self.duplicates += 1
                 return
             if stamp in self.pending_det:
                 poses, _ = self.pending_det.pop(stamp)
-                self._score(stamp, gts, poses, K, width, matched=True)
+                self._score(stamp, gts, poses, K, width, matched=True, now=now)
             else:
                 self.pending_gt[stamp] = (gts, K, width, now)
 
@@ -128,29 +137,44 @@ class Scorer:
         with self.lock:
             self.n_detections += len(poses)
             poses = self._known(poses)
-            if stamp in self.scored or stamp in self.pending_det:
+            if stamp in self.scored or stamp in self.pending_det or stamp in self.waiting_camera:
                 self.duplicates += 1
                 return
             if stamp in self.pending_gt:
                 gts, K, width, _ = self.pending_gt.pop(stamp)
-                self._score(stamp, gts, poses, K, width, matched=True)
+                self._score(stamp, gts, poses, K, width, matched=True, now=now)
             else:
                 self.pending_det[stamp] = (poses, now)
 
     def expire(self, now: float | None = None, everything: bool = False) -> None:
-        """Score ground truth that waited too long as gaps; drop detections that found no ground truth."""
+        """Score ground truth that waited too long as gaps; drop detections that found no ground truth; score
+        frames that waited too long for camera info without it."""
         now = time.monotonic() if now is None else now
         with self.lock:
             for stamp in [s for s, v in self.pending_gt.items() if everything or now - v[3] > self.timeout_s]:
                 gts, K, width, _ = self.pending_gt.pop(stamp)
-                self._score(stamp, gts, [], K, width, matched=False)
+                self._score(stamp, gts, [], K, width, matched=False, now=now)
             for stamp in [s for s, v in self.pending_det.items() if everything or now - v[1] > self.timeout_s]:
                 self.pending_det.pop(stamp)
                 self.det_without_gt += 1
+            for stamp in [s for s, v in self.waiting_camera.items() if everything or now - v[3] > self.timeout_s]:
+                gts, poses, matched, _ = self.waiting_camera.pop(stamp)
+                self._score(stamp, gts, poses, None, None, matched, force=True)
 
-    def _score(self, stamp, gts, poses, K, width, matched: bool) -> None:
+    def camera_arrived(self) -> None:
+        """Score the frames that were waiting for intrinsics (the node calls this on camera info)."""
+        with self.lock:
+            for stamp in list(self.waiting_camera):
+                gts, poses, matched, t = self.waiting_camera.pop(stamp)
+                self._score(stamp, gts, poses, None, None, matched, now=t)
+
+    def _score(self, stamp, gts, poses, K, width, matched: bool, now: float | None = None,
+               force: bool = False) -> None:
         if K is None and self.camera is not None:  # camera info can arrive after the ground truth (other topic)
             K, width = self.camera(stamp) or (None, None)
+            if K is None and not force:  # none yet: wait (MSPD needs K), at most timeout_s
+                self.waiting_camera[stamp] = (gts, poses, matched, time.monotonic() if now is None else now)
+                return
         scene_id, im_id = self.frame_ids.get(stamp, (None, None))
         results = self.evaluator.add_frame(gts, poses, K=K, image_width=width, scene_id=scene_id, im_id=im_id)
         self.scored.add(stamp)
@@ -181,6 +205,8 @@ class Scorer:
                 "duplicate_messages": self.duplicates,
                 "pending_ground_truth": len(self.pending_gt),
                 "pending_detections": len(self.pending_det),
+                "waiting_for_camera_info": len(self.waiting_camera),
+                "input_problems": dict(sorted(self.problems.items())),
             }
             return rep
 
@@ -189,15 +215,16 @@ class Scorer:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         rep = self.report()
-        (out / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
         with self.lock:
             rows = sorted(self.rows, key=lambda r: (r["stamp_ns"], r["name"], r["gt_id"]))
         fields = list(rows[0]) if rows else ["stamp_ns", "detections_received"]  # InstanceResult.to_dict's order
-        with open(out / "frames.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-        (out / "report.md").write_text(markdown_report(rep))
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+        _write_atomic(out / "frames.csv", buf.getvalue())
+        _write_atomic(out / "report.md", markdown_report(rep))
+        _write_atomic(out / "report.json", json.dumps(rep, indent=2) + "\n")  # last: its presence means complete
         return rep
 
     def summary(self) -> dict:
@@ -208,6 +235,16 @@ class Scorer:
                 "add_01d_acc", "add_s_01d_acc", "acc_5cm5deg", "auc_add")
         return {"n_frames": rep["n_frames"], **{k: o.get(k) for k in keep}, **rep["ros"],
                 "gaps": rep["ros"]["gaps"][-20:]}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write beside, then rename: a reader (or a kill mid-write) sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _json_safe(obj):
@@ -281,22 +318,37 @@ def _make_node_class():
             self._K[convert.stamp_to_ns(msg.header.stamp)] = entry
             while len(self._K) > 1000:
                 self._K.popitem(last=False)
+            if self.scorer.waiting_camera:
+                self.scorer.camera_arrived()
 
         def _on_ground_truth(self, msg):
             stamp = convert.stamp_to_ns(msg.header.stamp)
+            invalid: list = []
             gts = [GroundTruthPose(obj_id=int(self._obj_ids.get(name, 0)), name=name, R=R, t=t)
-                   for name, R, t, _ in convert.detection_array_to_list(msg)]
+                   for name, R, t, _ in convert.detection_array_to_list(msg, invalid)]
+            if invalid:  # scoring the rest would count the frame's missing instances as the estimator's misses
+                self.scorer.count_problem("ground_truth_invalid_pose", len(invalid))
+                self.get_logger().error(f"ground truth at {stamp} ns has malformed poses {invalid[:3]}; check the "
+                                        "bag (frame skipped)", throttle_duration_sec=5.0)
+                return
             unknown = sorted({g.name for g in gts if g.name not in self._obj_ids})
             if unknown:
+                self.scorer.count_problem("ground_truth_unknown_object")
                 self.get_logger().error(f"ground truth names objects not in the catalogue: {unknown}; set "
-                                        "catalogue_dir to the catalogue the bag was made with (frame skipped)")
+                                        "catalogue_dir to the catalogue the bag was made with (frame skipped)",
+                                        throttle_duration_sec=5.0)
                 return
             self.scorer.add_ground_truth(stamp, gts)
 
         def _on_detections(self, msg):
             stamp = convert.stamp_to_ns(msg.header.stamp)
-            poses = [ObjectPose(name=name, R=R, t=t, score=score)
-                     for name, R, t, score in convert.detection_array_to_list(msg)]
+            invalid: list = []
+            poses = [ObjectPose(name=name, R=R, t=t, score=score if math.isfinite(score) else 0.0)
+                     for name, R, t, score in convert.detection_array_to_list(msg, invalid)]
+            if invalid:  # scored as missing (a robot could not use them either)
+                self.scorer.count_problem("detection_invalid_pose", len(invalid))
+                self.get_logger().warning(f"detections at {stamp} ns with malformed poses dropped: {invalid[:3]}",
+                                          throttle_duration_sec=5.0)
             self.scorer.add_detections(stamp, poses)
 
         def _on_done(self, msg):
@@ -317,7 +369,7 @@ def _make_node_class():
             self.scorer.expire()
             if self._done_at is not None:
                 all_scored = self._frames_sent is not None and len(self.scorer.scored) >= self._frames_sent \
-                    and not self.scorer.pending_gt
+                    and not self.scorer.pending_gt and not self.scorer.waiting_camera
                 if all_scored or time.monotonic() - self._done_at > self.scorer.timeout_s:
                     self._done_at = None
                     self.write_report("end of bag", final=True)

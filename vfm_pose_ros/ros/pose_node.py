@@ -13,8 +13,17 @@ What this file adds is the run-time behaviour:
 * exactly one Detection3DArray per processed frame, empty when nothing passed, so consumers
   (and a lockstep bag player) know the frame was handled; why it was empty is in
   /diagnostics (``last_empty_reason`` and the counters);
-* never a non-finite, non-orthonormal or behind-camera pose (``rejected_bad_pose``);
-  results below ``score_threshold`` are withheld (``withheld_low_score``);
+* every colour image is accounted for in /diagnostics: ``images_in`` = ``frames_inferred`` (valid input,
+  through the estimator or tracker)
+  + ``frames_rejected`` (the sum of ``rejected_<reason>``, reasons from
+  :data:`vfm_pose_ros.core.validation.REASONS`) + ``no_camera_info`` + ``failed`` +
+  ``dropped_stale`` + ``sync_unmatched`` (never paired with a depth image) + ``sync_pending``
+  + ``frames_pending`` (waiting for or in inference);
+* never a non-finite, non-orthonormal or behind-camera pose (``poses_rejected_bad_pose``, checked
+  again right before publishing); results below ``score_threshold`` are withheld (``withheld_low_score``);
+* a prompt naming no catalogue object (clip, hybrid) is refused when set; given at start it makes
+  every frame refused (``rejected_unknown_prompt``) until a valid one is set, rather than posing
+  whatever the network guesses;
 * TF ``<camera optical frame> -> <name>_<k>`` and ``<name>_<k> -> <name>_<k>_grasp_<grasp>``
   (tf2_ros where importable, else a TFMessage publisher on /tf with tf2's QoS);
 * the prompt is a dynamic parameter, validated for prompt-driven backends (clip, hybrid).
@@ -174,6 +183,7 @@ class Stats:
         self.infer_ms: deque = deque(maxlen=window)
         self.last_empty_reason = ""
         self.last_frame_empty = False
+        self.last_frame_rejected = False  # the last frame was refused for bad input (diagnostics WARN)
         self._mark = (time.monotonic(), 0, 0)
 
     def add(self, key: str, n: int = 1) -> int:
@@ -229,13 +239,24 @@ def _make_node_class():
 
             self.stats = Stats()
             self.stamp_order = StampOrder()
+            # a catalogue of its own is read first: a broken mesh fails in a second, not after the model load
+            own_catalogue = self._load_catalogue() if self.p["catalogue_dir"] else None
             self.estimator = estimator if estimator is not None else self._load_estimator()
             self.backend = getattr(self.estimator, "backend", "") or self.p["backend"]
-            self.catalogue = self._load_catalogue()
+            self.tracker = None  # temporal filtering and tracking mode (vfm_pose_ros.core.tracking), when enabled
+            if self.p.get("tracking_enabled"):
+                from ..core.tracking import PoseTracker, TrackingConfig
+
+                try:
+                    self.tracker = PoseTracker(self.estimator, TrackingConfig.from_params(self.p))
+                except ValueError as exc:
+                    raise StartupError(f"tracking parameters: {exc}") from exc
+            self.catalogue = own_catalogue if own_catalogue is not None else self._load_catalogue()
             error = self._prompt_error(self.p["prompt"])
-            if error and self.p["prompt"]:
-                self.get_logger().warning(f"{error} (set it with: ros2 param set {self.get_fully_qualified_name()} "
-                                          "prompt \"the <object>\")")
+            self._bad_prompt = error if (error and self.p["prompt"]) else None
+            if self._bad_prompt:
+                self.get_logger().error(f"{error}: every frame is refused until a valid prompt is set (ros2 param "
+                                        f"set {self.get_fully_qualified_name()} prompt \"the <object>\")")
             elif error:
                 self.get_logger().info(f"no prompt: the {self.backend} backend looks for every catalogue object "
                                        f"({', '.join(self.catalogue.names)}); set the prompt parameter to choose one")
@@ -250,8 +271,10 @@ def _make_node_class():
             self.tf_broadcaster = self._tf_broadcaster()
 
             # --- inputs
+            # reliable input is meant to be lossless: a history of 20 absorbs bursts while the executor is starved
+            # of CPU (inference on the worker); the node's own queue then drops stale frames, counted
             qos = qos_profile_sensor_data if self.p["input_qos"] == "sensor_data" else QoSProfile(
-                depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+                depth=20, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
             self._camera_info = None
             self._info_event = threading.Event()
             self.create_subscription(CameraInfo, self.p["camera_info_topic"], self._on_camera_info, qos)
@@ -327,7 +350,7 @@ def _make_node_class():
         def _subscribe_images(self, Image, qos):
             tol_s = float(self.p["sync_tolerance_ms"]) / 1000.0
             if not self.p["use_depth"]:
-                self.create_subscription(Image, self.p["image_topic"], lambda m: self._on_frame(m, None), qos)
+                self.create_subscription(Image, self.p["image_topic"], self._on_image_only, qos)
                 return
             try:
                 import message_filters
@@ -338,14 +361,14 @@ def _make_node_class():
                         for t in (self.p["image_topic"], self.p["depth_topic"])]
                 self._mf = message_filters.ApproximateTimeSynchronizer(subs, queue_size=10, slop=tol_s)
                 self._mf.registerCallback(self._on_frame)
+                subs[0].registerCallback(lambda _: self.stats.add("images_in"))
+                subs[1].registerCallback(lambda _: self.stats.add("depth_in"))
                 return
             from .sync import ApproximateSync
 
             self.sync = ApproximateSync(2, int(tol_s * 1e9), self._on_frame, queue_size=10)
-            self.create_subscription(Image, self.p["image_topic"],
-                                     lambda m: self.sync.add(0, convert.stamp_to_ns(m.header.stamp), m), qos)
-            self.create_subscription(Image, self.p["depth_topic"],
-                                     lambda m: self.sync.add(1, convert.stamp_to_ns(m.header.stamp), m), qos)
+            self.create_subscription(Image, self.p["image_topic"], lambda m: self._on_synced(0, "images_in", m), qos)
+            self.create_subscription(Image, self.p["depth_topic"], lambda m: self._on_synced(1, "depth_in", m), qos)
 
         # ------------------------------------------------------------------ parameters
 
@@ -381,6 +404,7 @@ def _make_node_class():
                     if param.name == "sync_tolerance_ms" and self.sync is not None:
                         self.sync.tolerance_ns = int(float(param.value) * 1e6)
                     if param.name == "prompt":
+                        self._bad_prompt = None  # validated above
                         self.get_logger().info(f"prompt is now {param.value!r}")
             return SetParametersResult(successful=True)
 
@@ -389,6 +413,14 @@ def _make_node_class():
         def _on_camera_info(self, msg):
             self._camera_info = msg
             self._info_event.set()
+
+        def _on_image_only(self, image):
+            self.stats.add("images_in")
+            self._on_frame(image, None)
+
+        def _on_synced(self, stream: int, key: str, msg):
+            self.stats.add(key)
+            self.sync.add(stream, convert.stamp_to_ns(msg.header.stamp), msg)
 
         def _on_frame(self, image, depth):
             self.stats.add("frames_in")
@@ -406,8 +438,9 @@ def _make_node_class():
                 try:
                     self._process(*item)
                 except Exception as exc:  # never let the worker die: count, log, go on
-                    self.stats.add("failed")
-                    self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}")
+                    self.stats.add("publish_failed")  # _process counts every other failure itself
+                    self.get_logger().error(f"publishing a result failed: {type(exc).__name__}: {exc}",
+                                            throttle_duration_sec=5.0)
 
         def _warn_every(self, key: str, text: str) -> None:
             n = self.stats.add(key)
@@ -421,6 +454,7 @@ def _make_node_class():
             if not self._info_event.is_set():
                 self._info_event.wait(float(self.p["camera_info_wait_ms"]) / 1000.0)
             info = self._camera_info
+            rejected = True  # every frame ends in exactly one outcome counter (see the module docstring)
             try:
                 if info is None:
                     reason = (f"no camera_info received on {self.p['camera_info_topic']}: frames cannot be used "
@@ -428,6 +462,8 @@ def _make_node_class():
                     self._warn_every("no_camera_info", reason)
                 else:
                     poses, reason = self._infer(image, depth_msg, info)
+                    self.stats.add("frames_inferred")
+                    rejected = False
             except InvalidInput as exc:
                 reason = str(exc)
                 self._warn_every(f"rejected_{exc.reason_code}", f"frame at {convert.stamp_to_ns(header.stamp)} ns "
@@ -436,14 +472,20 @@ def _make_node_class():
                 reason = f"inference failed: {type(exc).__name__}: {exc}"
                 self.stats.add("failed")
                 self.get_logger().error(reason, throttle_duration_sec=5.0)
+            self.stats.last_frame_rejected = rejected
             self._publish(header, poses, reason, t_recv, image if self.p["publish_debug_image"] else None, info)
 
         def _infer(self, image, depth_msg, info):
+            if self._bad_prompt:
+                raise InvalidInput("unknown_prompt", self._bad_prompt)
             try:
                 rgb = convert.image_to_rgb(image)
+            except convert.ImageConversionError as exc:
+                raise InvalidInput(exc.reason, f"colour image: {exc}") from None
+            try:
                 depth = convert.image_to_depth(depth_msg) if (self.p["use_depth"] and depth_msg is not None) else None
             except convert.ImageConversionError as exc:
-                raise InvalidInput("bad_encoding", str(exc)) from None
+                raise InvalidInput(exc.reason, f"depth image: {exc}") from None
             K, size = convert.camera_info_to_K(info)
             check = validate_frame(rgb, K, depth, camera_size=size)
             stamp_ns = convert.stamp_to_ns(image.header.stamp)
@@ -454,7 +496,11 @@ def _make_node_class():
             frame = Frame(rgb=rgb, K=K, depth=check.depth, prompt=self.p["prompt"] or None, stamp_ns=stamp_ns,
                           frame_id=image.header.frame_id)
             t0 = time.perf_counter()
-            raw = self.estimator.predict(frame)
+            if self.tracker is not None:
+                raw = self.tracker.step(frame)
+                self.stats.add("frames_tracked" if self.tracker.last_mode == "track" else "frames_estimated")
+            else:
+                raw = self.estimator.predict(frame)
             with self.stats.lock:
                 self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
             return self._filter(raw)
@@ -462,7 +508,7 @@ def _make_node_class():
         def _filter(self, raw):
             sel = select_poses(raw, self.catalogue, float(self.p["score_threshold"]), self.p["prompt"])
             for name, message in sel.rejected:
-                self._warn_every("rejected_bad_pose", f"{name}: {message}")
+                self._warn_every("poses_rejected_bad_pose", f"{name}: {message}")
             for name in sel.unknown:
                 self._warn_every("unknown_object", f"estimator returned {name!r}, not in the catalogue")
             if sel.withheld:
@@ -472,6 +518,16 @@ def _make_node_class():
         def _publish(self, header, poses, reason, t_recv, image, info):
             if self._stop.is_set():
                 return
+            safe = []
+            for p in poses:  # the last guard: whatever ran after select_poses, nothing invalid leaves the node
+                try:
+                    validate_pose(p.R, p.t)
+                    safe.append(p)
+                except InvalidInput as exc:
+                    self._warn_every("poses_rejected_bad_pose", f"{p.name}: {exc.message} (caught before publishing)")
+            if len(safe) < len(poses) and not safe:
+                reason = reason or "every result had an invalid pose"
+            poses = safe
             self.pub_det.publish(convert.poses_to_detection_array(poses, self.catalogue, header))
             if self.p["publish_tf"] and poses and self.tf_broadcaster is not None:
                 self.tf_broadcaster(convert.pose_transforms(poses, self.catalogue, header, self.p["grasp_frames"]))
@@ -503,13 +559,20 @@ def _make_node_class():
             with self.stats.lock:
                 counts = dict(self.stats.counts)
                 last_empty = self.stats.last_empty_reason
+            rejected = sum(n for k, n in counts.items() if k.startswith("rejected_"))
+            outcomes = counts.get("frames_inferred", 0) + rejected + counts.get("no_camera_info", 0) \
+                + counts.get("failed", 0)
+            sync_unmatched = self.sync.unmatched if self.sync else 0
+            sync_pending = self.sync.pending if self.sync else 0
             fmt = (lambda v: "" if v is None else f"{v:.1f}")
             values = {"input_rate_hz": f"{rate_in:.2f}", "processed_rate_hz": f"{rate_done:.2f}",
                       "latency_p50_ms": fmt(p50), "latency_p95_ms": fmt(p95), "inference_median_ms": fmt(infer),
                       "backend": self.backend, "prompt": self.p["prompt"], "last_empty_reason": last_empty,
-                      "sync_unmatched": str(self.sync.unmatched if self.sync else 0)}
-            for key in ("frames_in", "frames_processed", "dropped_stale", "failed", "no_camera_info",
-                        "withheld_low_score", "empty_results", "objects_published"):
+                      "sync_unmatched": str(sync_unmatched), "sync_pending": str(sync_pending),
+                      "frames_rejected": str(rejected),
+                      "frames_pending": str(counts.get("frames_in", 0) - counts.get("dropped_stale", 0) - outcomes)}
+            for key in ("images_in", "frames_in", "frames_processed", "frames_inferred", "dropped_stale", "failed",
+                        "no_camera_info", "withheld_low_score", "empty_results", "objects_published"):
                 values[key] = str(counts.get(key, 0))
             for key, n in sorted(counts.items()):
                 if key not in values:
@@ -521,6 +584,8 @@ def _make_node_class():
                 level, message = DiagnosticStatus.ERROR, "inference fails on every frame; see the node's log"
             elif self._camera_info is None:
                 level, message = DiagnosticStatus.WARN, f"no camera_info on {self.p['camera_info_topic']}"
+            elif self.stats.last_frame_rejected:
+                level, message = DiagnosticStatus.WARN, f"last frame refused: {last_empty}"
             elif self.stats.last_frame_empty:
                 message = f"{rate_done:.1f} Hz processed; last frame empty: {last_empty}"
             return DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: pose estimation",
