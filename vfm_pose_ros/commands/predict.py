@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["dinov2", "clip"], help="checked against the checkpoint's backend")
+    p.add_argument("--backend", choices=["dinov2", "clip", "hybrid"], help="checked against the checkpoint's backend")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--dataset", required=True, help="BOP dataset root")
     p.add_argument("--split", default="test")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-BACKENDS = {"dinov2": "vfm_pose_ros.models.dinov2", "clip": "vfm_pose_ros.models.clip"}
+BACKENDS = {"dinov2": "vfm_pose_ros.models.dinov2", "clip": "vfm_pose_ros.models.clip",
+            "hybrid": "vfm_pose_ros.models.hybrid"}
 
 
 def backend_module(name: str) -> ModuleType:
@@ -22,11 +23,25 @@ def backend_module(name: str) -> ModuleType:
     return importlib.import_module(path)
 
 
-def load_estimator(checkpoint, device: str = "auto", backend: str | None = None, **kw):
-    """An Estimator from a checkpoint; ``backend`` (when given) must match the checkpoint's."""
+def load_estimator(checkpoint=None, device: str = "auto", backend: str | None = None, **kw):
+    """An Estimator from a checkpoint; ``backend`` (when given) must match the checkpoint's.
+
+    Hybrid checkpoints may also be YAML/JSON files referencing a clip and a dinov2 checkpoint; with no
+    checkpoint, ``backend="hybrid"`` combines the shipped models/clip_small.pt and models/dinov2_small.pt.
+    """
+    from pathlib import Path
+
     from .checkpoint import peek_backend
 
-    found = peek_backend(checkpoint)
+    if checkpoint is None:
+        if backend != "hybrid":
+            raise ValueError(f"no checkpoint given for backend {backend!r}: pass one from `vfm-pose train` "
+                             "(only the hybrid backend has defaults: the shipped clip and dinov2 checkpoints)")
+        return backend_module("hybrid").Estimator.from_checkpoint(None, device=device, **kw)
+    if Path(checkpoint).suffix.lower() in (".yaml", ".yml", ".json"):  # a hybrid spec file
+        found = "hybrid"
+    else:
+        found = peek_backend(checkpoint)
     if backend is not None and backend != found:
         raise ValueError(f"checkpoint {checkpoint} is a {found!r} checkpoint, not {backend!r}; "
                          f"use --backend {found} or a {backend} checkpoint")

@@ -3,9 +3,10 @@
 Pipeline (the design notes' calibration experiment, made the product):
 
 1. *Detection* (stage 1): the full image, letterboxed to ``det_img_size``, goes through the
-   backbone and head; the per-object segmentation gives each object's largest connected
-   component, hence a 2D box (one instance per object). External boxes
-   (``Frame.boxes_2d``) skip this stage.
+   backbone and head; each connected component of an object's segmentation (at least
+   ``min_det_cells`` cells and ``min_instance_frac`` of the object's largest component) is one
+   instance with its own 2D box, so several copies of one object are posed separately. External
+   boxes (``Frame.boxes_2d``: name -> one box or an Nx4 array of boxes) skip this stage.
 2. *Keypoints* (stage 2): a square crop around each box (side ``crop_margin`` x the box's
    longer side), all crops of a batch of frames in one backbone batch. The head predicts, at
    stride 4, the object mask and for every keypoint a unit vector pointing from each object
@@ -15,7 +16,14 @@ Pipeline (the design notes' calibration experiment, made the product):
    keypoint's confidence.
 3. *Pose*: confidence-weighted PnP-RANSAC (vfm_pose_ros.core.pnp) on the 2D-3D keypoints,
    then, with depth, ICP of the model against the masked depth cloud (vfm_pose_ros.core.icp:
-   visible-centroid alignment, multi-start, point-to-plane).
+   visible-centroid alignment, multi-start, point-to-plane). Instances of one object are
+   numbered by score (``ObjectPose.instance``); one whose centre lies within ``instance_nms``
+   diameters of a better one (an object split into two components) is dropped.
+
+Tracking mode (:meth:`Estimator.track`): ICP warm-started from the previous poses against the new
+depth image (vfm_pose_ros.core.tracking.warm_start_icp), skipping both network stages.
+:class:`OracleEstimator` replaces the network by perfect outputs made from ground truth: an upper
+bound that isolates the geometric stages (voting, PnP, ICP, tracking) in tests and benchmarks.
 
 Network: a timm DINOv2 ViT (``vit_base_patch14_dinov2`` by default; small/large/giant and
 ``_reg4`` variants by name; optional intermediate-layer features) plus a *detail branch*: a
@@ -39,6 +47,7 @@ poses, which ADD-S and MSSD score correctly.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 
@@ -91,6 +100,10 @@ DEFAULT_CONFIG: dict = {
     # inference
     "precision": "auto",  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     "min_det_cells": 3,  # stage-1 component size (output cells) below which an object is "not seen"
+    "min_instance_frac": 0.15,  # a further component (instance) needs this fraction of the largest one's cells
+    "max_instances": 8,  # instances per object and frame, best scores first
+    "instance_nms": 0.3,  # an instance whose centre is within this many diameters of a better one is dropped
+    "instance_box_margin": 0.1,  # with several instances, votes and ICP points stay inside the box + this margin
     "min_mask_pixels": 12,  # stage-2 mask pixels needed to vote
     "vote_hypotheses": 128,
     "vote_cos": 0.99,
@@ -209,6 +222,24 @@ def out_affine(A: np.ndarray, stride: int = OUT_STRIDE) -> np.ndarray:
 def apply_affine(A, uv) -> np.ndarray:
     uv = np.asarray(uv, dtype=float).reshape(-1, 2)
     return uv @ A[:, :2].T + A[:, 2]
+
+
+def as_boxes(boxes) -> list[np.ndarray]:
+    """One box [x0, y0, x1, y1] or an Nx4 array of boxes -> a list of (4,) float arrays."""
+    arr = np.asarray(boxes, dtype=float)
+    if arr.ndim == 1 and arr.shape == (4,):
+        return [arr]
+    if arr.ndim == 2 and arr.shape[1] == 4:
+        return list(arr)
+    raise ValueError(f"a 2D box is [x0, y0, x1, y1] (or an Nx4 array of boxes); got shape {arr.shape}")
+
+
+def in_box(uv, box, margin: float = 0.0) -> np.ndarray:
+    """Which points (Nx2 pixels) lie in ``box`` grown by ``margin`` times its size on every side."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    uv = np.asarray(uv, dtype=float)
+    return (uv[:, 0] >= x0 - mx) & (uv[:, 0] <= x1 + mx) & (uv[:, 1] >= y0 - my) & (uv[:, 1] <= y1 + my)
 
 
 def invert_affine(A) -> np.ndarray:
@@ -666,16 +697,20 @@ class Estimator(_est.Estimator):
                 vecs.append(v / v.norm(dim=3, keepdim=True).clamp_min(1e-6))
         return {"seg": torch.cat(segs), "vec": torch.cat(vecs)}
 
-    def _detect(self, frames: list[Frame], timer) -> list[dict[str, tuple[np.ndarray, float]]]:
-        """Stage 1: name -> (box [x0, y0, x1, y1], score) per frame (largest component per object)."""
+    def detect(self, frames: list[Frame], timer=None) -> list[dict[str, list[tuple[np.ndarray, float]]]]:
+        """Stage 1 per frame: name -> [(box [x0, y0, x1, y1], score), ...], one entry per instance, best first.
+
+        Frames with ``boxes_2d`` keep those boxes (score 1); the others go through the network.
+        """
         import cv2
 
+        timer = timer or self.timer()
         size = int(self.config.get("det_img_size") or self.config["img_size"])
         out: list[dict] = [dict() for _ in frames]
         todo = []
         for fi, fr in enumerate(frames):
             if fr.boxes_2d:
-                out[fi] = {n: (np.asarray(b, float), 1.0) for n, b in fr.boxes_2d.items() if n in self.names}
+                out[fi] = {n: [(b, 1.0) for b in as_boxes(bx)] for n, bx in fr.boxes_2d.items() if n in self.names}
             else:
                 todo.append(fi)
         if not todo:
@@ -684,6 +719,9 @@ class Estimator(_est.Estimator):
             As = [letterbox_affine(*frames[fi].shape, size) for fi in todo]
             imgs = [cv2.warpAffine(frames[fi].rgb, A, (size, size), flags=cv2.INTER_LINEAR) for fi, A in zip(todo, As)]
         res = self._run(imgs, timer, As, [frames[fi] for fi in todo])
+        min_cells = int(self.config.get("min_det_cells", 3))
+        rel = float(self.config.get("min_instance_frac", 0.15))
+        max_inst = max(1, int(self.config.get("max_instances", 8)))
         with timer("head"):
             labels = res["seg"].argmax(1).numpy()
             for b, fi in enumerate(todo):
@@ -693,13 +731,17 @@ class Estimator(_est.Estimator):
                     n, comp, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
                     if n <= 1:
                         continue
-                    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-                    if stats[k, cv2.CC_STAT_AREA] < int(self.config.get("min_det_cells", 3)):
-                        continue
-                    x, y, w, h = stats[k, :4]
-                    corners = apply_affine(inv, [[x - 0.5, y - 0.5], [x + w - 0.5, y + h - 0.5]])
-                    score = float(res["seg"][b, ci + 1].numpy()[comp == k].mean())
-                    out[fi][name] = (np.concatenate([corners[0], corners[1]]), score)
+                    areas = stats[1:, cv2.CC_STAT_AREA]
+                    floor = max(min_cells, rel * float(areas.max()))
+                    found = []
+                    for k in 1 + np.flatnonzero(areas >= floor):
+                        x, y, w, h = stats[k, :4]
+                        corners = apply_affine(inv, [[x - 0.5, y - 0.5], [x + w - 0.5, y + h - 0.5]])
+                        score = float(res["seg"][b, ci + 1].numpy()[comp == k].mean())
+                        found.append((np.concatenate([corners[0], corners[1]]), score))
+                    if found:
+                        found.sort(key=lambda f: (-f[1], f[0][0]))  # best score first, then left to right
+                        out[fi][name] = found[:max_inst]
         return out
 
     # -- the interface -------------------------------------------------------------------------
@@ -713,38 +755,44 @@ class Estimator(_est.Estimator):
         t_start = time.perf_counter()
         timer = self.timer()
         S = int(self.config["img_size"])
-        dets = self._detect(frames, timer)
-        jobs = []  # (frame index, object name, A, box, det score)
+        dets = self.detect(frames, timer)
+        jobs = []  # (frame index, object name, A, box, det score, crop side, restrict-to-box)
         crops = []
         with timer("preprocess"):
             for fi, d in enumerate(dets):
-                for name, (box, score) in d.items():
-                    x0, y0, x1, y1 = box
-                    side = max(x1 - x0, y1 - y0, 4.0) * float(self.config["crop_margin"])
-                    A = crop_affine(((x0 + x1) / 2, (y0 + y1) / 2), side, S)
-                    crops.append(cv2.warpAffine(frames[fi].rgb, A, (S, S), flags=cv2.INTER_LINEAR))
-                    jobs.append((fi, name, A, box, score, side))
+                for name, found in d.items():
+                    for box, score in found:
+                        x0, y0, x1, y1 = box
+                        side = max(x1 - x0, y1 - y0, 4.0) * float(self.config["crop_margin"])
+                        A = crop_affine(((x0 + x1) / 2, (y0 + y1) / 2), side, S)
+                        crops.append(cv2.warpAffine(frames[fi].rgb, A, (S, S), flags=cv2.INTER_LINEAR))
+                        jobs.append((fi, name, A, np.asarray(box, float), score, side, len(found) > 1))
         results: list[list[ObjectPose]] = [[] for _ in frames]
         if not jobs:
             self.last_timings_ms = {**timer.ms, "total": (time.perf_counter() - t_start) * 1e3}
             return results
         res = self._run(crops, timer, [j[2] for j in jobs], [frames[j[0]] for j in jobs])
-        grid = torch.from_numpy(out_grid(S)).float()
+        grid_np = out_grid(S)
+        grid = torch.from_numpy(grid_np).float()
         per_frame_pnp = [0.0] * len(frames)
         per_frame_icp = [0.0] * len(frames)
-        for b, (fi, name, A, box, det_score, side) in enumerate(jobs):
+        box_margin = float(self.config.get("instance_box_margin", 0.1))
+        for b, (fi, name, A, box, det_score, side, several) in enumerate(jobs):
             fr = frames[fi]
             ci = self.names.index(name)
             with timer("head"):
                 label = res["seg"][b].argmax(0)
                 sel = label == ci + 1
+                inv = invert_affine(A)
+                if several:  # other instances of this object may show in the crop: vote inside this box only
+                    sel &= torch.from_numpy(in_box(apply_affine(inv, grid_np.reshape(-1, 2)), box, box_margin)
+                                            .reshape(grid_np.shape[:2]))
                 if int(sel.sum()) < int(self.config.get("min_mask_pixels", 12)):
                     continue
                 coords = grid[sel]
                 vecs = res["vec"][b, ci][:, :, sel].permute(0, 2, 1)  # (Kp, P, 2)
                 kp_crop, conf = ransac_vote(coords, vecs, int(self.config["vote_hypotheses"]),
                                             float(self.config["vote_cos"]), self._gen)
-                inv = invert_affine(A)
                 kp_img = apply_affine(inv, kp_crop.numpy())
                 conf = conf.numpy().astype(float)
                 mask_score = float(res["seg"][b, ci + 1][sel].mean())
@@ -759,6 +807,13 @@ class Estimator(_est.Estimator):
                 continue
             R, t = pnp.R, pnp.t
             mask_img = self._image_mask(res["seg"][b], ci, A, side, fr.shape)
+            if several:  # the same for the ICP points: keep them off the neighbouring instance
+                x0, y0, x1, y1 = box
+                mx, my = box_margin * (x1 - x0), box_margin * (y1 - y0)
+                keep = np.zeros_like(mask_img)
+                keep[max(0, int(np.ceil(y0 - my))): max(0, int(np.floor(y1 + my)) + 1),
+                     max(0, int(np.ceil(x0 - mx))): max(0, int(np.floor(x1 + mx)) + 1)] = True
+                mask_img &= keep
             fitness = None
             if fr.depth is not None and self.config.get("use_depth", True):
                 t0 = time.perf_counter()
@@ -769,6 +824,7 @@ class Estimator(_est.Estimator):
                 name=name, R=R, t=t, score=score, keypoints_2d=kp_img, box_2d=np.asarray(box, float),
                 mask=mask_img, icp_fitness=fitness,
             ))
+        results = [self.number_instances(poses) for poses in results]
         self.last_timings_ms = {**timer.ms, "pnp": sum(per_frame_pnp), "icp": sum(per_frame_icp),
                                 "total": (time.perf_counter() - t_start) * 1e3}
         for fi, poses in enumerate(results):
@@ -779,6 +835,60 @@ class Estimator(_est.Estimator):
             for p in poses:
                 p.timings_ms = dict(timings)
         return results
+
+    def number_instances(self, poses: list[ObjectPose]) -> list[ObjectPose]:
+        """Drop duplicate instances (centres within ``instance_nms`` diameters of a better-scoring one: an
+        object whose mask fell apart) and number the rest per object by score: ``instance`` = 0, 1, ..."""
+        nms = float(self.config.get("instance_nms", 0.3))
+        kept: list[ObjectPose] = []
+        for p in sorted(poses, key=lambda p: -p.score):
+            obj = self.catalogue[p.name]
+            c = p.R @ obj.bbox_center + p.t
+            if any(q.name == p.name and np.linalg.norm(q.R @ obj.bbox_center + q.t - c) < nms * obj.diameter
+                   for q in kept):
+                continue
+            kept.append(p)
+        counts: dict[str, int] = {}
+        for p in kept:
+            p.instance = counts.get(p.name, 0)
+            counts[p.name] = p.instance + 1
+        order = {n: i for i, n in enumerate(self.names)}
+        return sorted(kept, key=lambda p: (order.get(p.name, len(order)), p.instance))
+
+    def track(self, frame: Frame, previous: list[ObjectPose], min_fitness: float | None = None
+              ) -> list[ObjectPose] | None:
+        """Tracking mode: each previous (or predicted) pose refined by ICP against this frame's depth, from that
+        pose, skipping detection, keypoints and PnP. Returns None (run :meth:`predict`) when there is no depth,
+        no previous pose, or some object's fit falls below ``min_fitness`` (the share of its camera-facing
+        surface the depth confirms, core.tracking.WarmStart.coverage: the track is lost)."""
+        from ..core.tracking import warm_start_icp
+
+        if frame.depth is None or not previous or not self.config.get("use_depth", True):
+            return None
+        thr = float(self.config.get("icp_min_fitness", 0.3) if min_fitness is None else min_fitness)
+        t_start = time.perf_counter()
+        out = []
+        for p in previous:
+            if p.name not in self.catalogue:
+                return None
+            obj = self.catalogue[p.name]
+            pts, normals = self.surface(p.name)
+            t0 = time.perf_counter()
+            res = warm_start_icp(p.R, p.t, pts, normals, obj.diameter, frame.depth, frame.K,
+                                 max_observed=int(self.config.get("icp_max_observed", 2500)))
+            icp_ms = (time.perf_counter() - t0) * 1e3
+            if res is None or res.coverage < thr:
+                log.debug("dinov2: track of %s lost (coverage %s)", p.name, None if res is None else res.coverage)
+                return None
+            uv = project(frame.K, transform_points(res.R, res.t, pts))
+            box = np.concatenate([uv.min(0), uv.max(0)])
+            out.append(dataclasses.replace(p, R=res.R, t=res.t, icp_fitness=res.fitness, box_2d=box,
+                                           keypoints_2d=None, mask=None, timings_ms={"icp": icp_ms}))
+        total = (time.perf_counter() - t_start) * 1e3
+        for p in out:
+            p.timings_ms = {"icp": sum(q.timings_ms["icp"] for q in out), "total": total}
+        self.last_timings_ms = dict(out[0].timings_ms) if out else {"total": total}
+        return out
 
     @staticmethod
     def _image_mask(seg: torch.Tensor, ci: int, A, side: float, shape) -> np.ndarray:
@@ -814,3 +924,47 @@ class Estimator(_est.Estimator):
         if res is None or res.fitness < float(self.config.get("icp_min_fitness", 0.3)):
             return R, t, None if res is None else res.fitness
         return res.R, res.t, res.fitness
+
+
+class OracleEstimator(Estimator):
+    """The estimator with its network replaced by perfect outputs made from the ground truth.
+
+    An upper bound that isolates the geometric stages (detection components, voting, PnP, ICP and
+    tracking) from the network's error, for tests and benchmarks. Every frame it sees must carry
+    ``gts`` (GroundTruthPose list with visible masks), e.g. ``frame.gts = scene_frame.gts``. Several
+    instances of one object are supported: each cell votes for the instance that covers it.
+    """
+
+    def _run(self, crops, timer, affines=None, frames=None):
+        import cv2
+
+        S = crops[0].shape[0]
+        n = S // OUT_STRIDE
+        kps = {nm: self.keypoints[i] for i, nm in enumerate(self.names)}
+        segs, vecs = [], []
+        with timer("backbone"):  # stands in for the network's stages
+            for A, fr in zip(affines, frames):
+                gts = getattr(fr, "gts", None)
+                if gts is None:
+                    raise ValueError("OracleEstimator needs the ground truth on each frame: set frame.gts to the "
+                                     "dataset frame's gts (GroundTruthPose with visible masks)")
+                gts = [g for g in gts if g.name in self.names]
+                inst = np.zeros(fr.shape, np.float32)  # ground-truth instance index + 1 of each pixel
+                for k, g in enumerate(gts):
+                    if g.mask is None:
+                        raise ValueError(f"OracleEstimator: ground truth of {g.name} has no visible mask")
+                    inst[np.asarray(g.mask, bool)] = k + 1
+                cell_inst = cv2.warpAffine(inst, out_affine(A), (n, n), flags=cv2.INTER_NEAREST).astype(int)
+                label = np.zeros((n, n), np.int64)
+                vec = np.zeros((len(self.names), self.net.n_keypoints, 2, n, n), np.float32)
+                for k, g in enumerate(gts):
+                    cells = cell_inst == k + 1
+                    if not cells.any():
+                        continue
+                    ci = self.names.index(g.name)
+                    label[cells] = ci + 1
+                    target = vote_targets([g], fr.K, A, self.names, kps, self.catalogue, S)[ci]
+                    vec[ci][:, :, cells] = target[:, :, cells]
+                segs.append(F.one_hot(torch.from_numpy(label), len(self.names) + 1).permute(2, 0, 1).float())
+                vecs.append(torch.from_numpy(vec))
+        return {"seg": torch.stack(segs), "vec": torch.stack(vecs)}
