@@ -183,3 +183,22 @@ def refine_icp(
             U, _, Vt = np.linalg.svd(Rr)  # re-orthonormalise accumulated float error
             best = ICPResult(U @ Vt, tr.copy(), fitness, rmse, score, k, len(obs))
     return best
+
+
+def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, n_starts: int = 7,
+                      min_fitness: float = 0.3, max_observed: int = 2500):
+    """The depth stage both backends share: clean the masked depth cloud, ICP the model into it, and keep
+    the RGB pose when the cloud is too small or the fit too poor. Returns (R, t, fitness or None)."""
+    observed = np.asarray(observed, dtype=float)
+    if len(observed) >= 30:
+        observed = clean_observed(observed, z_window=0.6 * diameter)
+    if len(observed) >= 30:
+        observed = clean_observed(observed, center=np.median(observed, axis=0), radius=0.75 * diameter)
+    if len(observed) < 30:
+        return R, t, None
+    if len(observed) > max_observed:  # ICP cost grows with the cloud; a few thousand points pin the pose down
+        observed = observed[np.random.default_rng(0).choice(len(observed), max_observed, replace=False)]
+    res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter, n_starts=n_starts)
+    if res is None or res.fitness < min_fitness:
+        return R, t, None if res is None else res.fitness
+    return res.R, res.t, res.fitness

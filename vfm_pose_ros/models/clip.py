@@ -273,26 +273,14 @@ class Estimator(BaseEstimator):
     def _refine_depth(self, obj: ObjectModel, R, t, frame: Frame, mask) -> tuple[np.ndarray, np.ndarray, float | None]:
         """ICP (core.icp: centroid alignment + multi-start) of the model against the masked depth cloud;
         the RGB pose is kept when the cloud is too small or the fit is poor."""
-        from ..core.icp import clean_observed, refine_icp
+        from ..core.icp import refine_with_depth
         from ..core.transforms import depth_to_points
 
-        obs = depth_to_points(frame.depth, frame.K, mask=mask)
-        d = obj.diameter
-        if len(obs) >= 30:
-            obs = clean_observed(obs, z_window=0.6 * d)
-        if len(obs) >= 30:
-            obs = clean_observed(obs, center=np.median(obs, axis=0), radius=0.75 * d)
-        if len(obs) < 30:
-            return R, t, None
-        max_obs = int(self.config.get("icp_max_observed", 3000))
-        if len(obs) > max_obs:  # a coarse map can cover many pixels; ICP needs a few thousand points
-            obs = obs[np.random.default_rng(0).choice(len(obs), max_obs, replace=False)]
         pts, normals = self._surface(obj)
-        res = refine_icp(R, t, pts, obs, model_normals=normals, diameter=d,
-                         n_starts=int(self.config.get("icp_starts", 7)))
-        if res is None or res.fitness < float(self.config.get("icp_min_fitness", 0.3)):
-            return R, t, None if res is None else res.fitness
-        return res.R, res.t, res.fitness
+        return refine_with_depth(R, t, depth_to_points(frame.depth, frame.K, mask=mask), pts, normals, obj.diameter,
+                                 n_starts=int(self.config.get("icp_starts", 7)),
+                                 min_fitness=float(self.config.get("icp_min_fitness", 0.3)),
+                                 max_observed=int(self.config.get("icp_max_observed", 3000)))
 
     def predict(self, frame: Frame) -> list[ObjectPose]:
         return self.predict_batch([frame])[0]

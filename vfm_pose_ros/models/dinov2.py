@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.catalogue import Catalogue, ObjectModel, make_keypoints
-from ..core.icp import clean_observed, refine_icp
+from ..core.icp import refine_with_depth
 from ..core.pnp import solve_pnp
 from ..core.transforms import depth_to_points, project, transform_points
 from ..core.types import Frame, ObjectPose
@@ -906,24 +906,11 @@ class Estimator(_est.Estimator):
         return m.astype(bool)
 
     def _refine_depth(self, name, R, t, frame: Frame, mask) -> tuple[np.ndarray, np.ndarray, float | None]:
-        obj = self.catalogue[name]
-        obs = depth_to_points(frame.depth, frame.K, mask=mask)
-        if len(obs) < 30:
-            return R, t, None
-        d = obj.diameter
-        obs = clean_observed(obs, z_window=0.6 * d)
-        if len(obs) < 30:
-            return R, t, None
-        obs = clean_observed(obs, center=np.median(obs, axis=0), radius=0.75 * d)
-        max_obs = int(self.config.get("icp_max_observed", 2500))
-        if len(obs) > max_obs:  # ICP cost grows with the cloud; a few thousand points pin the pose down
-            obs = obs[np.random.default_rng(0).choice(len(obs), max_obs, replace=False)]
         pts, normals = self.surface(name)
-        res = refine_icp(R, t, pts, obs, model_normals=normals, diameter=d,
-                         n_starts=int(self.config.get("icp_starts", 7)))
-        if res is None or res.fitness < float(self.config.get("icp_min_fitness", 0.3)):
-            return R, t, None if res is None else res.fitness
-        return res.R, res.t, res.fitness
+        return refine_with_depth(R, t, depth_to_points(frame.depth, frame.K, mask=mask), pts, normals,
+                                 self.catalogue[name].diameter, n_starts=int(self.config.get("icp_starts", 7)),
+                                 min_fitness=float(self.config.get("icp_min_fitness", 0.3)),
+                                 max_observed=int(self.config.get("icp_max_observed", 2500)))
 
 
 class OracleEstimator(Estimator):
