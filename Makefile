@@ -54,3 +54,11 @@ lint: setup
 # The main job: the CLIP-vs-DINOv2(-hybrid) comparison through the ROS graph on the package's own benchmark.
 demo: setup
 	@VENV="$(VENV)" bash scripts/demo.sh
+
+# make bench: the benchmark harness (issue 9) with the 10,000-frame whole-graph soak (issue 10), on an
+# environment `make setup` already made (no set-up step here). Prints each section as it completes, then the
+# tables and targets; writes bench/results.json. Extra options: make bench BENCH_ARGS="--quick" (or
+# "--soak-frames 2000", "--backends dinov2", "--threads 1"; see `vfm-pose bench --help`).
+.PHONY: bench
+bench:
+	HF_HUB_OFFLINE=1 $(PY) -m vfm_pose_ros.cli bench --soak-frames 10000 --out bench/results.json $(BENCH_ARGS)

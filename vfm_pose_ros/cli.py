@@ -13,6 +13,15 @@ import sys
 # subcommand -> module under vfm_pose_ros.commands (each defines add_arguments(parser) and run(args) -> int)
 COMMANDS = {
     "doctor": "doctor",
+    "eval": "eval",
+    "synth": "synth",
+    "make-bag": "make_bag",
+    "play": "play",
+    "train": "train",
+    "predict": "predict",
+    "compare": "compare",
+    "launch": "launch",
+    "bench": "bench",
 }
 
 # One-line help per command, kept here so --help needs no imports.
