@@ -154,7 +154,8 @@ def adi_batch(R_est, t_est, R_gt, t_gt, pts, tree=None) -> np.ndarray:
     step = max(1, _CHUNK // max(len(pts), 1))
     for s in range(0, len(R_est), step):
         q = _apply_many(pts, R_rel[s : s + step]) - shift[None, s : s + step]
-        d, _ = tree.query(q.reshape(-1, 3), k=1, workers=-1)
+        q = q.reshape(-1, 3)  # threads pay off only for big queries; per-frame ones are faster on one
+        d, _ = tree.query(q, k=1, workers=-1 if len(q) > 200_000 else 1)
         out[s : s + step] = d.reshape(len(pts), -1).mean(0)
     return out
 

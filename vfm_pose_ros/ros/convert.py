@@ -179,7 +179,9 @@ def array_to_image(arr: np.ndarray, encoding: str, header=None, step: int | None
         msg.header = header
     msg.height, msg.width, msg.encoding, msg.step = h, w, encoding, step
     msg.is_bigendian = 0
-    msg.data = array.array("B", raw.tobytes())  # array.array: rclpy takes it as is (bytes would be re-validated)
+    data = array.array("B")  # array.array: rclpy takes it as is (bytes would be re-validated)
+    data.frombytes(np.ascontiguousarray(raw).view(np.uint8).reshape(-1))  # one copy; tobytes() made two (1 ms at VGA)
+    msg.data = data
     return msg
 
 
