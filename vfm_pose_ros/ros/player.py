@@ -226,9 +226,12 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
     finally:
         summary["timed_out_stamps"] = summary["timed_out_stamps"][:1000]
         if node.context.ok():
-            done_pub.publish(String(data=json.dumps(summary)))
-            for pub in [*pubs.values(), done_pub]:  # let reliable subscribers receive everything before we leave
-                pub.wait_for_all_acked(Duration(seconds=2.0))
+            try:
+                done_pub.publish(String(data=json.dumps(summary)))
+                for pub in [*pubs.values(), done_pub]:  # let reliable subscribers receive everything before we leave
+                    pub.wait_for_all_acked(Duration(seconds=2.0))
+            except KeyboardInterrupt:  # a graph that already has its report stops us while we flush: the replay is done
+                summary["flush_interrupted"] = True
         executor.shutdown(timeout_sec=2.0)
         spinner.join(timeout=2.0)  # no spinning thread may outlive the node (aborts the process at exit)
         if own:
