@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
 from vfm_pose_ros.core.metrics import add, adi
 from vfm_pose_ros.core.types import Frame, ObjectPose
 from vfm_pose_ros.models import dinov2
@@ -16,23 +15,6 @@ TINY = {
     "arch_overrides": {"embed_dim": 48, "depth": 2, "num_heads": 2, "init_values": None},
     "img_size": 56, "head_channels": 16, "detail_channels": [8, 16], "vote_hypotheses": 32, "icp_starts": 1,
 }
-
-
-@pytest.fixture(scope="module")
-def catalogue():
-    return Catalogue.from_dir(default_catalogue_dir())
-
-
-@pytest.fixture(scope="module")
-def scene(catalogue):
-    """One 640x480 synthetic frame of both default objects, with visible masks and depth."""
-    from vfm_pose_ros.data.scenes import SceneConfig, SceneGenerator
-
-    gen = SceneGenerator(list(catalogue), SceneConfig(distractors=0, min_visib_fract=0.6), seed=3)
-    fr = gen.frame(0)
-    for g, m in zip(fr.gts, fr.masks_visib):
-        g.mask = m
-    return fr
 
 
 class _Frames(list):

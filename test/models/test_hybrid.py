@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
 from vfm_pose_ros.core.metrics import add, adi
 from vfm_pose_ros.core.types import Frame, ObjectPose
 from vfm_pose_ros.models import clip, dinov2, hybrid, load_estimator
@@ -32,11 +31,6 @@ DINO_TINY = {
 
 
 @pytest.fixture(scope="module")
-def catalogue():
-    return Catalogue.from_dir(default_catalogue_dir())
-
-
-@pytest.fixture(scope="module")
 def checkpoints(catalogue, tmp_path_factory):
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("ckpt")
@@ -47,17 +41,6 @@ def checkpoints(catalogue, tmp_path_factory):
     g = save_checkpoint(d / "dinov2_small.pt", dnet, backend="dinov2", config=dnet.config, catalogue=catalogue,
                         data_hash="x", epoch=0)
     return c, g
-
-
-@pytest.fixture(scope="module")
-def scene(catalogue):
-    from vfm_pose_ros.data.scenes import SceneConfig, SceneGenerator
-
-    gen = SceneGenerator(list(catalogue), SceneConfig(distractors=0, min_visib_fract=0.6), seed=3)
-    fr = gen.frame(0)
-    for g, m in zip(fr.gts, fr.masks_visib):
-        g.mask = m
-    return fr
 
 
 def gt_box(g) -> np.ndarray:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
 from vfm_pose_ros.core.metrics import add
 from vfm_pose_ros.core.transforms import axis_angle_to_matrix
 from vfm_pose_ros.core.types import Frame, GroundTruthPose, ObjectPose
@@ -19,11 +18,6 @@ TINY = {
     "arch_overrides": {"embed_dim": 48, "depth": 2, "num_heads": 2, "init_values": None},
     "img_size": 112, "det_img_size": 224, "head_channels": 16, "detail_channels": [8, 16], "vote_hypotheses": 64,
 }
-
-
-@pytest.fixture(scope="module")
-def catalogue():
-    return Catalogue.from_dir(default_catalogue_dir())
 
 
 @pytest.fixture(scope="module")

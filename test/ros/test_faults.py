@@ -7,7 +7,6 @@ test_truncated_bag_is_read_up_to_the_cut; here the player replays such a bag thr
 """
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os
@@ -67,26 +66,8 @@ def procs(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A CLIP checkpoint of SMALL_CONFIG's family shrunk to 64 px input and 2 layers (fast random inference)."""
-    import torch
-
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
-    from vfm_pose_ros.models import backend_module
-    from vfm_pose_ros.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    clip = backend_module("clip")
-    cfg = copy.deepcopy(clip.SMALL_CONFIG)
-    cfg["clip_arch"]["embed_dim"] = 64
-    cfg["clip_arch"]["vision_cfg"].update(image_size=64, patch_size=16, width=64, layers=2, head_width=32)
-    cfg["clip_arch"]["text_cfg"].update(width=64, heads=2, layers=1)
-    cfg.update(fusion_dim=64, fusion_heads=2, head_hidden=64, use_depth=False, icp_starts=1)
-    catalogue = Catalogue.from_dir(default_catalogue_dir())
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_clip.pt"
-    save_checkpoint(path, clip.build_net(cfg, catalogue), backend="clip", config=cfg, catalogue=catalogue,
-                    data_hash="random", epoch=0)
-    return path
+def tiny_checkpoint(tiny_clip_checkpoint):
+    return tiny_clip_checkpoint
 
 
 @pytest.fixture(scope="module")

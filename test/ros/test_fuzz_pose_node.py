@@ -15,7 +15,6 @@ order), so a shrunk example replayed later says little; a failure names the fram
 from __future__ import annotations
 
 import array
-import copy
 import math
 import os
 import signal
@@ -165,27 +164,6 @@ def surely_invalid(c: dict, step: int, n: int) -> bool:
 # --------------------------------------------------------------------------- the harness
 
 
-def tiny_clip_checkpoint(path):
-    """A CLIP checkpoint of SMALL_CONFIG's family shrunk to 64 px input and 2 layers (fast random inference)."""
-    import torch
-
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
-    from vfm_pose_ros.models import backend_module
-    from vfm_pose_ros.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    clip = backend_module("clip")
-    cfg = copy.deepcopy(clip.SMALL_CONFIG)
-    cfg["clip_arch"]["embed_dim"] = 64
-    cfg["clip_arch"]["vision_cfg"].update(image_size=64, patch_size=16, width=64, layers=2, head_width=32)
-    cfg["clip_arch"]["text_cfg"].update(width=64, heads=2, layers=1)
-    cfg.update(fusion_dim=64, fusion_heads=2, head_hidden=64, use_depth=False, icp_starts=1)
-    catalogue = Catalogue.from_dir(default_catalogue_dir())
-    save_checkpoint(path, clip.build_net(cfg, catalogue), backend="clip", config=cfg, catalogue=catalogue,
-                    data_hash="random", epoch=0)
-    return path
-
-
 class Harness:
     """The fuzzer's ROS side: publishers of the node's inputs, a collector of everything it publishes."""
 
@@ -285,9 +263,9 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory, ros_env):
+def harness(tmp_path_factory, ros_env, tiny_clip_checkpoint):
     tmp = tmp_path_factory.mktemp("fuzz")
-    ckpt = tiny_clip_checkpoint(tmp / "tiny_clip.pt")
+    ckpt = tiny_clip_checkpoint
     log_path = tmp / "pose_node.log"
     log = open(log_path, "w")  # a file, not a pipe: thousands of warnings must not fill a pipe and block the node
     proc = subprocess.Popen(
