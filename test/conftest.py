@@ -107,3 +107,49 @@ def tiny_clip_checkpoint(tmp_path_factory):
     save_checkpoint(path, clip.build_net(cfg, catalogue), backend="clip", config=cfg, catalogue=catalogue,
                     data_hash="random", epoch=0)
     return path
+
+
+def _assert_reports_close(a, b, rel: float, abs_: float, path: str = "report") -> None:
+    """Two nested report dicts/lists equal: same keys and lengths, floats within tolerance (None and NaN
+    equal only themselves), everything else exactly."""
+    import math
+
+    if isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: keys differ: {set(a) ^ set(b)}"
+        for k in a:
+            _assert_reports_close(a[k], b[k], rel, abs_, f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_reports_close(x, y, rel, abs_, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+        assert both_nan or (a is not None and b is not None and math.isclose(a, b, rel_tol=rel, abs_tol=abs_)), (
+            f"{path}: {a} != {b}")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+@pytest.fixture
+def assert_reports_close():
+    """``assert_reports_close(a, b, rel=1e-9, abs=1e-9)``: compare two metric reports field by field."""
+    return lambda a, b, rel=1e-9, abs=1e-9: _assert_reports_close(a, b, rel, abs)
+
+
+@pytest.fixture
+def run_launcher():
+    """``run_launcher(cmd, env, timeout)``: run `vfm-pose launch ...`; on timeout send it SIGINT first (it
+    forwards it to the nodes it started in their own sessions, which a plain kill would orphan), then fail."""
+    import signal
+
+    def run(cmd, env, timeout):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+            pytest.fail(f"`vfm-pose launch` ran over {timeout} s:\n{out}\n{err}")
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+    return run

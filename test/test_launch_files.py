@@ -7,8 +7,6 @@ built from graph_nodes, shutdown when the benchmark's player ends) is the same e
 from __future__ import annotations
 
 import importlib.util
-import signal
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -54,19 +52,6 @@ def launch_modules(monkeypatch):
     for name, mod in _stand_ins().items():
         monkeypatch.setitem(sys.modules, name, mod)
     return sys.modules
-
-
-def run_launcher(cmd, env, timeout):
-    """Run `vfm-pose launch ...`; on timeout send it SIGINT first (it forwards it to the nodes it started in
-    their own sessions, which a plain kill would orphan), then fail."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        pytest.fail(f"`vfm-pose launch` ran over {timeout} s:\n{out}\n{err}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _load_launch_file(name: str):
@@ -198,7 +183,7 @@ def test_cli_dry_run(capsys):
 
 
 @pytest.mark.ros
-def test_cli_launch_stops_the_graph_cleanly_when_a_node_fails(tmp_path, ros_env):
+def test_cli_launch_stops_the_graph_cleanly_when_a_node_fails(tmp_path, ros_env, run_launcher):
     """pose node fails (no checkpoint) -> the launcher sends SIGINT to the rest, the evaluator writes its report
     on the way out, and the launcher exits with the failing node's status."""
     pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not built (interfaces/)")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import signal
 import time
 
@@ -23,21 +22,6 @@ pytestmark = pytest.mark.ros
 K = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
 T0 = 1_000_000_000
 DT = 33_333_333
-
-
-def _approx_equal(a, b, path="report"):
-    if isinstance(a, dict):
-        assert set(a) == set(b), f"{path}: keys differ: {set(a) ^ set(b)}"
-        for k in a:
-            _approx_equal(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _approx_equal(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-9), f"{path}: {a} != {b}"
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 def _roundtrip(R, t):
@@ -83,7 +67,7 @@ def catalogue():
     return Catalogue.from_dir(default_catalogue_dir())
 
 
-def test_scorer_matches_in_any_order_and_scores_gaps(catalogue):
+def test_scorer_matches_in_any_order_and_scores_gaps(catalogue, assert_reports_close):
     frames = _scenario(catalogue)
     missing = {frames[4][0]}
     s = Scorer(catalogue, max_points=MAX_POINTS, timeout_s=5.0)
@@ -103,11 +87,11 @@ def test_scorer_matches_in_any_order_and_scores_gaps(catalogue):
     rep = s.report()
     assert rep["ros"]["gaps"] == sorted(missing) and rep["ros"]["detections_without_ground_truth"] == 1
     offline = _offline(catalogue, frames, missing)
-    _approx_equal({k: rep[k] for k in offline}, offline)
+    assert_reports_close({k: rep[k] for k in offline}, offline)
     assert "| **overall** |" in markdown_report(rep)
 
 
-def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path):
+def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_reports_close):
     import rclpy
     import rclpy.executors
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -164,7 +148,7 @@ def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path):
     assert proc.returncode == 0, err
     rep = json.loads((out / "report.json").read_text())
     offline = json.loads(json.dumps(_offline(catalogue, frames, missing)))
-    _approx_equal({k: rep[k] for k in offline}, offline)
+    assert_reports_close({k: rep[k] for k in offline}, offline)
     assert rep["n_frames"] == 6 and rep["overall"]["n_gt"] == 12
     assert rep["ros"]["gaps"] == sorted(missing) and rep["ros"]["frames_matched"] == 5
     rows = list(csv.DictReader(open(out / "frames.csv")))

@@ -5,9 +5,6 @@ run offline on the same frames with the same checkpoint, and every frame is acco
 from __future__ import annotations
 
 import json
-import math
-import signal
-import subprocess
 import sys
 
 import pytest
@@ -18,35 +15,6 @@ pytest.importorskip("torch", reason="torch is not installed (requirements/ml.txt
 pytestmark = pytest.mark.ros
 N_FRAMES = 4
 PROMPT = "the driller"  # with a prompt the CLIP backend always answers with the object it names
-
-
-def _close(a, b, path="report"):
-    if isinstance(a, dict):
-        assert set(a) == set(b), f"{path}: keys differ: {set(a) ^ set(b)}"
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) or isinstance(b, float):
-        # the offline path reads BOP files (t in mm as text, R as text); the graph passes doubles in messages
-        assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), f"{path}: {a} != {b}"
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
-def run_launcher(cmd, env, timeout):
-    """Run `vfm-pose launch ...`; on timeout send it SIGINT first (it forwards it to the nodes it started in
-    their own sessions, which a plain kill would orphan), then fail."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        pytest.fail(f"`vfm-pose launch` ran over {timeout} s:\n{out}\n{err}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +34,8 @@ def clip_checkpoint(tmp_path_factory):
     return path
 
 
-def test_benchmark_graph_report_equals_offline_eval(tmp_path, ros_env, clip_checkpoint):
+def test_benchmark_graph_report_equals_offline_eval(tmp_path, ros_env, clip_checkpoint, run_launcher,
+                                                    assert_reports_close):
     from vfm_pose_ros.cli import main
     from vfm_pose_ros.core.catalogue import default_catalogue_dir
 
@@ -100,7 +69,8 @@ def test_benchmark_graph_report_equals_offline_eval(tmp_path, ros_env, clip_chec
     assert graph["ros"]["gaps"] == [] and graph["ros"]["detections_without_ground_truth"] == 0
     assert graph["overall"]["n_predicted"] >= 1
     assert set(graph) >= set(ref)
-    _close({k: graph[k] for k in ref if k != "dataset"}, {k: v for k, v in ref.items() if k != "dataset"})
+    assert_reports_close({k: graph[k] for k in ref if k != "dataset"}, {k: v for k, v in ref.items() if k != "dataset"},
+                         rel=1e-5, abs=1e-6)  # the offline path reads BOP text files; the graph passes doubles
     import csv
 
     rows = list(csv.DictReader(open(out / "frames.csv")))
