@@ -8,6 +8,10 @@ What the calibration experiment (DESIGN notes) taught, built in:
   offset along the viewing ray.
 * Try a few rotated starts (multi-start) and keep the best: the remaining failures
   are gross rotation errors that one ICP run from a bad start does not escape.
+* When the RGB rotation may be far off (a network still learning, an unusual view),
+  :func:`depth_hypotheses` scores a few hundred rotations spread over SO(3) against the
+  cloud (centroid-aligned, two KD-tree look-ups each, no ICP) and the best distinct ones
+  join the starts: a coarse global search, then ICP only where it pays.
 
 Registration direction: the *observed* points are the source and the model (in the
 camera frame, with its mesh normals) is the target, so point-to-plane uses exact
@@ -78,6 +82,71 @@ def _start_rotations(angle_deg: float, n_starts: int) -> list[np.ndarray]:
     return rots[: max(1, n_starts)]
 
 
+def uniform_rotations(n: int, seed: int = 0) -> np.ndarray:
+    """n rotations spread evenly over SO(3) (nx3x3): a super-Fibonacci spiral of unit quaternions
+    (Alexa, CVPR 2022), deterministic and without the clumps of random sampling. Hand-written:
+    scipy offers only random or group rotations."""
+    phi, psi = np.sqrt(2.0), 1.533751168755204288118041
+    i = np.arange(n, dtype=float) + 0.5 + (seed % 97) * 1e-3
+    s = i / n
+    r, R_ = np.sqrt(s), np.sqrt(1.0 - s)
+    alpha, beta = 2.0 * np.pi * i / phi, 2.0 * np.pi * i / psi
+    q = np.stack([r * np.sin(alpha), r * np.cos(alpha), R_ * np.sin(beta), R_ * np.cos(beta)], axis=1)
+    return Rotation.from_quat(q).as_matrix()
+
+
+def depth_hypotheses(model_points, model_normals, observed, diameter: float, rotations,
+                     *, model_tree=None, n_model: int = 256, n_observed: int = 256, top: int = 6,
+                     min_separation_deg: float = 30.0, tolerance: float = 0.1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``top`` best, mutually distinct poses among ``rotations`` (Nx3x3), each translated so its
+    camera-facing model points centre on the cloud, scored without ICP.
+
+    Score = 1 - mean of two truncated distances (in ``tolerance`` x diameter): observed points to the
+    model (is every observed point on the object?) and camera-facing model points to the cloud (is the
+    visible side there?). Visibility is judged against the ray to the cloud's centroid, which is
+    what makes this vectorise over all rotations at once."""
+    obs = np.asarray(observed, dtype=np.float64)
+    pts = np.asarray(model_points, dtype=np.float64)
+    nrm = np.asarray(model_normals, dtype=np.float64)
+    Rs = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
+    rng = np.random.default_rng(0)
+    if len(pts) > n_model:
+        sel = rng.choice(len(pts), n_model, replace=False)
+        pts_s, nrm_s = pts[sel], nrm[sel]
+    else:
+        pts_s, nrm_s = pts, nrm
+    obs_s = obs[rng.choice(len(obs), n_observed, replace=False)] if len(obs) > n_observed else obs
+    c = obs.mean(0)
+    tau = tolerance * diameter
+    model_tree = model_tree if model_tree is not None else cKDTree(pts)
+    obs_tree = cKDTree(obs)
+    view = np.einsum("nji,j->ni", Rs, c)  # the centroid's direction in each hypothesis' object frame
+    vis = (nrm_s @ view.T).T < 0  # (N, P) camera-facing model points
+    cnt = vis.sum(1)
+    vis_centre = (vis[:, :, None] * pts_s[None]).sum(1) / np.maximum(cnt, 1)[:, None]
+    ts = c[None] - np.einsum("nij,nj->ni", Rs, vis_centre)
+    # observed -> model, in each hypothesis' object frame
+    q_obj = np.einsum("nji,nmj->nmi", Rs, obs_s[None] - ts[:, None])
+    d1, _ = model_tree.query(q_obj.reshape(-1, 3), distance_upper_bound=tau)
+    s1 = np.minimum(d1, tau).reshape(len(Rs), -1).mean(1) / tau
+    # camera-facing model -> observed
+    m_cam = np.einsum("nij,pj->npi", Rs, pts_s) + ts[:, None]
+    d2, _ = obs_tree.query(m_cam.reshape(-1, 3), distance_upper_bound=tau)
+    d2 = np.minimum(d2, tau).reshape(len(Rs), -1) / tau
+    s2 = (d2 * vis).sum(1) / np.maximum(cnt, 1)
+    score = 1.0 - 0.5 * (s1 + s2)
+    score[cnt < 10] = -np.inf
+    chosen: list[int] = []
+    cos_sep = np.cos(np.radians(min_separation_deg))
+    for k in np.argsort(-score, kind="stable"):
+        if not np.isfinite(score[k]) or len(chosen) >= top:
+            break
+        # distinct: relative rotation angle above the separation (trace formula)
+        if all((np.trace(Rs[j].T @ Rs[k]) - 1.0) / 2.0 < cos_sep for j in chosen):
+            chosen.append(int(k))
+    return [(Rs[k], ts[k]) for k in chosen]
+
+
 def refine_icp(
     R0,
     t0,
@@ -89,20 +158,25 @@ def refine_icp(
     align_centroid: bool = True,
     n_starts: int = 7,
     start_angle_deg: float = 25.0,
+    extra_starts=(),
+    extra_margin: float = 0.1,
     thresholds=(0.1, 0.04, 0.015),
     max_iterations: int = 30,
     refine_top: int = 2,
     min_points: int = 30,
     max_model_points: int = 3000,
+    coarse_observed: int = 600,
 ) -> ICPResult | None:
     """Refine (R0, t0) so the model's visible surface meets the observed cloud (camera frame, metres).
 
     ``thresholds`` are correspondence distances as fractions of the diameter, coarse to
-    fine. Each start (the given pose, then rotated ones) is centroid-aligned and refined at the
-    coarsest distance; the ``refine_top`` best continue through the finer ones. The winner has
-    the best score = mean of (observed->model fitness, visible-model->observed coverage) minus
-    0.5 * rmse / threshold: fitness alone rewards poses whose model merely *contains* the
-    observed points, the coverage term penalises them.
+    fine. Each start (the given pose, then rotated ones, then ``extra_starts``: (R, t) pairs such as
+    :func:`depth_hypotheses` returns) is centroid-aligned and refined at the coarsest distance on at most
+    ``coarse_observed`` points; the ``refine_top`` best continue through the finer ones on the whole
+    cloud; an extra start wins only by ``extra_margin`` over the given pose's neighbourhood. The winner
+    has the best score = mean of (observed->model fitness, visible-model->observed coverage) minus
+    0.5 * rmse / threshold (at least 1.5 x the model's sample spacing): fitness alone rewards poses
+    whose model merely *contains* the observed points, the coverage term penalises them.
     Returns None when the cloud has fewer than ``min_points`` points.
     """
     import open3d as o3d
@@ -126,18 +200,30 @@ def refine_icp(
     t0 = np.asarray(t0, dtype=float).reshape(3)
 
     source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(obs))
+    coarse_source = source
+    if len(obs) > coarse_observed:  # the coarse pass only needs the shape, not every point
+        sub = obs[np.random.default_rng(1).choice(len(obs), coarse_observed, replace=False)]
+        coarse_source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(sub))
     obs_tree = cKDTree(obs)
     obs_centroid = obs.mean(0)
     model_centre = pts.mean(0)
     est = o3d.pipelines.registration.TransformationEstimationPointToPlane()
-    final_thr = thresholds[-1] * diameter
+    # Scoring below the model's own sample spacing would measure the sampling, not the fit
+    spacing = float(np.median(cKDTree(pts).query(pts, k=2)[0][:, 1]))
+    final_thr = max(thresholds[-1] * diameter, 1.5 * spacing)
 
-    def run(start, fracs):
+    def run(start, fracs, src=source):
         for frac in fracs:
             reg = o3d.pipelines.registration.registration_icp(
-                source, start["target"], frac * diameter, start["T"], est,
+                src, start["target"], frac * diameter, start["T"], est,
                 o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=max_iterations),
             )
+            # Point-to-plane is ill-conditioned on surfaces of revolution and flat patches: with few
+            # correspondences a step can throw the cloud away. Such a pass is not taken.
+            T_new, T_old = reg.transformation, start["T"]
+            moved = np.linalg.norm((T_new[:3, :3] - T_old[:3, :3]) @ obs_centroid + T_new[:3, 3] - T_old[:3, 3])
+            if reg.fitness == 0.0 or moved > diameter:
+                break
             start["T"] = reg.transformation
 
     def evaluate(start, thr):
@@ -154,41 +240,62 @@ def refine_icp(
         fitness, rmse = float(ev.fitness), float(ev.inlier_rmse)
         return 0.5 * (fitness + coverage) - 0.5 * rmse / thr, fitness, rmse, Rr, tr
 
-    starts = []
+    candidates = []
     for dR in _start_rotations(start_angle_deg, n_starts):
         # rotate about the model centre as seen in the camera, keeping that centre in place
         R = dR @ R0
-        t = (R0 @ model_centre + t0) - R @ model_centre
-        if align_centroid:
+        candidates.append((R, (R0 @ model_centre + t0) - R @ model_centre))
+    n_local = len(candidates)
+    candidates += [(np.asarray(R, float), np.asarray(t, float).reshape(3)) for R, t in extra_starts]
+    aligned = [align_centroid] * len(candidates)
+    if align_centroid:  # the given pose as it is, too: centroids mislead on partly occluded objects
+        candidates.insert(1, (R0, t0))
+        aligned.insert(1, False)
+        n_local += 1
+    starts = []
+    for (R, t), align in zip(candidates, aligned):
+        if align:
             vis = visible_mask(R, t, pts, normals)
             if vis.sum() >= 10:
                 t = t + (obs_centroid - transform_points(R, t, pts[vis]).mean(0))
         target = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(transform_points(R, t, pts)))
         target.normals = o3d.utility.Vector3dVector(normals @ R.T)
         starts.append({"R": R, "t": t, "target": target, "T": np.eye(4)})
-    # coarse pass for every start; the finer passes only for the most promising ones (ICP is the cost)
+    # coarse pass for every start; the finer passes only for the most promising ones (ICP is the cost),
+    # always including the best start near the given pose
     for st in starts:
-        run(st, thresholds[:1])
+        run(st, thresholds[:1], coarse_source)
     if len(starts) > refine_top:
         mid = thresholds[min(1, len(thresholds) - 1)] * diameter
-        order = np.argsort([-evaluate(st, mid)[0] for st in starts], kind="stable")
-        keep = sorted(order[:refine_top].tolist())
+        order = np.argsort([-evaluate(st, mid)[0] for st in starts], kind="stable").tolist()
+        best_local = next(k for k in order if k < n_local)
+        keep = sorted(set(order[:refine_top]) | {best_local})
     else:
         keep = list(range(len(starts)))
-    best = None
+    best, best_rank = None, -np.inf
     for k in keep:
         run(starts[k], thresholds[1:])
         score, fitness, rmse, Rr, tr = evaluate(starts[k], final_thr)
-        if np.isfinite(score) and (best is None or score > best.score):
+        # an extra (global) start must beat the given pose's neighbourhood clearly: on partial clouds
+        # a wrong pose can fit about as well, and then the RGB evidence decides
+        rank = score - (extra_margin if k >= n_local else 0.0)
+        if np.isfinite(score) and rank > best_rank:
             U, _, Vt = np.linalg.svd(Rr)  # re-orthonormalise accumulated float error
-            best = ICPResult(U @ Vt, tr.copy(), fitness, rmse, score, k, len(obs))
+            best, best_rank = ICPResult(U @ Vt, tr.copy(), fitness, rmse, score, k, len(obs)), rank
     return best
 
 
+_GLOBAL_ROTATIONS: dict[int, np.ndarray] = {}
+
+
 def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, n_starts: int = 7,
-                      min_fitness: float = 0.3, max_observed: int = 2500):
+                      min_fitness: float = 0.3, max_observed: int = 2500, global_rotations: int = 0,
+                      global_starts: int = 4):
     """The depth stage both backends share: clean the masked depth cloud, ICP the model into it, and keep
-    the RGB pose when the cloud is too small or the fit too poor. Returns (R, t, fitness or None)."""
+    the RGB pose when the cloud is too small or the fit too poor. Returns (R, t, fitness or None).
+
+    ``global_rotations`` > 0 adds the ``global_starts`` best of that many rotations spread over SO(3)
+    (:func:`depth_hypotheses`) to the starts, for RGB rotations that may be far off."""
     observed = np.asarray(observed, dtype=float)
     if len(observed) >= 30:
         observed = clean_observed(observed, z_window=0.6 * diameter)
@@ -198,7 +305,14 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
         return R, t, None
     if len(observed) > max_observed:  # ICP cost grows with the cloud; a few thousand points pin the pose down
         observed = observed[np.random.default_rng(0).choice(len(observed), max_observed, replace=False)]
-    res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter, n_starts=n_starts)
+    extra = []
+    if global_rotations > 0 and global_starts > 0:
+        if global_rotations not in _GLOBAL_ROTATIONS:
+            _GLOBAL_ROTATIONS[global_rotations] = uniform_rotations(global_rotations)
+        extra = depth_hypotheses(model_points, model_normals, observed, diameter,
+                                 _GLOBAL_ROTATIONS[global_rotations], top=global_starts)
+    res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter, n_starts=n_starts,
+                     extra_starts=extra)
     if res is None or res.fitness < min_fitness:
         return R, t, None if res is None else res.fitness
     return res.R, res.t, res.fitness

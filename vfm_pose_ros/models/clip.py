@@ -71,6 +71,8 @@ DEFAULT_CONFIG: dict = {
     "crop_passes": 1,  # crop passes after localisation; 2 re-centres the crop on the first crop's box
     "use_depth": True,  # with a depth image: ICP of the model against the depth inside the predicted object mask
     "icp_starts": 7,
+    "icp_global_rotations": 300,  # rotations over SO(3) scored against the depth cloud (0: only local starts)
+    "icp_global_starts": 5,  # ... of which the best distinct ones are also refined by ICP
     "icp_min_fitness": 0.3,
     "icp_points": 2000,
     "icp_max_observed": 3000,
@@ -261,27 +263,6 @@ class Estimator(BaseEstimator):
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return img > 0.5
 
-    def _surface(self, obj: ObjectModel) -> tuple[np.ndarray, np.ndarray]:
-        sn = getattr(obj, "surface_normals", None)
-        if sn is None:
-            from .checkpoint import surface_samples
-
-            sn = surface_samples(obj, int(self.config.get("icp_points", 2000)))
-            obj.surface_normals = sn
-        return sn
-
-    def _refine_depth(self, obj: ObjectModel, R, t, frame: Frame, mask) -> tuple[np.ndarray, np.ndarray, float | None]:
-        """ICP (core.icp: centroid alignment + multi-start) of the model against the masked depth cloud;
-        the RGB pose is kept when the cloud is too small or the fit is poor."""
-        from ..core.icp import refine_with_depth
-        from ..core.transforms import depth_to_points
-
-        pts, normals = self._surface(obj)
-        return refine_with_depth(R, t, depth_to_points(frame.depth, frame.K, mask=mask), pts, normals, obj.diameter,
-                                 n_starts=int(self.config.get("icp_starts", 7)),
-                                 min_fitness=float(self.config.get("icp_min_fitness", 0.3)),
-                                 max_observed=int(self.config.get("icp_max_observed", 3000)))
-
     def predict(self, frame: Frame) -> list[ObjectPose]:
         return self.predict_batch([frame])[0]
 
@@ -354,7 +335,7 @@ class Estimator(BaseEstimator):
             with timer("icp"):
                 for pose, obj, fr, heat, A in refine:
                     pose.mask = self.object_mask(heat, A, fr.rgb.shape[:2])
-                    pose.R, pose.t, pose.icp_fitness = self._refine_depth(obj, pose.R, pose.t, fr, pose.mask)
+                    pose.R, pose.t, pose.icp_fitness = self.refine_depth(obj.name, pose.R, pose.t, fr, pose.mask)
         for poses in results:
             for p in poses:
                 p.timings_ms = dict(timer.ms)

@@ -57,9 +57,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.catalogue import Catalogue, ObjectModel, make_keypoints
-from ..core.icp import refine_with_depth
 from ..core.pnp import solve_pnp
-from ..core.transforms import depth_to_points, project, transform_points
+from ..core.transforms import project, transform_points
 from ..core.types import Frame, ObjectPose
 from . import estimator as _est
 from .backbones import create_timm_model
@@ -112,6 +111,8 @@ DEFAULT_CONFIG: dict = {
     "pnp_threshold_frac": 0.04,  # RANSAC threshold: fraction of the crop side in pixels (at least 2 px)
     "use_depth": True,
     "icp_starts": 7,
+    "icp_global_rotations": 300,  # rotations over SO(3) scored against the depth cloud (0: only local starts)
+    "icp_global_starts": 5,  # ... of which the best distinct ones are also refined by ICP
     "icp_min_fitness": 0.3,
     "icp_points": 2000,
     "icp_max_observed": 2500,
@@ -630,7 +631,6 @@ class Estimator(_est.Estimator):
         self.net = net.to(self.device).eval()
         self.names = net.object_names
         self.keypoints = net.keypoints_3d.cpu().numpy()
-        self._surface: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._gen = torch.Generator().manual_seed(0)
         self.last_timings_ms: dict[str, float] = {}  # stage times of the last call, also when nothing was found
 
@@ -661,17 +661,6 @@ class Estimator(_est.Estimator):
         return cls(net, catalogue, device=device, **overrides)
 
     # -- helpers -------------------------------------------------------------------------------
-    def surface(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in self._surface:
-            obj = self.catalogue[name]
-            sn = getattr(obj, "surface_normals", None)
-            if sn is None:
-                from .checkpoint import surface_samples
-
-                sn = surface_samples(obj, int(self.config.get("icp_points", 2000)))
-            self._surface[name] = sn
-        return self._surface[name]
-
     @torch.no_grad()
     def _run(self, crops: list[np.ndarray], timer, affines=None, frames=None) -> dict[str, torch.Tensor]:
         """Backbone + head on a list of SxS uint8 crops, in batches; returns probabilities and unit vectors.
@@ -817,7 +806,7 @@ class Estimator(_est.Estimator):
             fitness = None
             if fr.depth is not None and self.config.get("use_depth", True):
                 t0 = time.perf_counter()
-                R, t, fitness = self._refine_depth(name, R, t, fr, mask_img)
+                R, t, fitness = self.refine_depth(name, R, t, fr, mask_img)
                 per_frame_icp[fi] += (time.perf_counter() - t0) * 1e3
             score = det_score * mask_score * float(np.mean(conf[pnp.inliers]))
             results[fi].append(ObjectPose(
@@ -905,12 +894,6 @@ class Estimator(_est.Estimator):
             m = cv2.erode(m.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
         return m.astype(bool)
 
-    def _refine_depth(self, name, R, t, frame: Frame, mask) -> tuple[np.ndarray, np.ndarray, float | None]:
-        pts, normals = self.surface(name)
-        return refine_with_depth(R, t, depth_to_points(frame.depth, frame.K, mask=mask), pts, normals,
-                                 self.catalogue[name].diameter, n_starts=int(self.config.get("icp_starts", 7)),
-                                 min_fitness=float(self.config.get("icp_min_fitness", 0.3)),
-                                 max_observed=int(self.config.get("icp_max_observed", 2500)))
 
 
 class OracleEstimator(Estimator):

@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from ..core.catalogue import Catalogue
@@ -84,6 +85,7 @@ class Estimator(abc.ABC):
         self.precision = precision
         self.amp_dtype = resolve_precision(precision, self.device)
         self.config = dict(config or {})
+        self._surfaces: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     @abc.abstractmethod
@@ -106,6 +108,33 @@ class Estimator(abc.ABC):
 
     def timer(self) -> StageTimer:
         return StageTimer(self.device)
+
+    def surface(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Surface points and outward normals of an object (from the checkpoint, else sampled once)."""
+        if name not in self._surfaces:
+            obj = self.catalogue[name]
+            sn = getattr(obj, "surface_normals", None)
+            if sn is None:
+                from .checkpoint import surface_samples
+
+                sn = surface_samples(obj, int(self.config.get("icp_points", 2000)))
+            self._surfaces[name] = sn
+        return self._surfaces[name]
+
+    def refine_depth(self, name: str, R, t, frame: Frame, mask) -> tuple[np.ndarray, np.ndarray, float | None]:
+        """The depth stage every backend shares (core.icp.refine_with_depth) on the depth inside ``mask``, with
+        the config's ``icp_*`` keys. Returns (R, t, ICP fitness or None); the RGB pose when depth cannot help."""
+        from ..core.icp import refine_with_depth
+        from ..core.transforms import depth_to_points
+
+        pts, normals = self.surface(name)
+        c = self.config
+        return refine_with_depth(R, t, depth_to_points(frame.depth, frame.K, mask=mask), pts, normals,
+                                 self.catalogue[name].diameter, n_starts=int(c.get("icp_starts", 7)),
+                                 min_fitness=float(c.get("icp_min_fitness", 0.3)),
+                                 max_observed=int(c.get("icp_max_observed", 2500)),
+                                 global_rotations=int(c.get("icp_global_rotations", 0)),
+                                 global_starts=int(c.get("icp_global_starts", 0)))
 
     @property
     def object_names(self) -> list[str]:
