@@ -290,12 +290,14 @@ _GLOBAL_ROTATIONS: dict[int, np.ndarray] = {}
 
 def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, n_starts: int = 7,
                       min_fitness: float = 0.3, max_observed: int = 2500, global_rotations: int = 0,
-                      global_starts: int = 4):
+                      global_starts: int = 4, trust_pose: bool | None = None):
     """The depth stage both backends share: clean the masked depth cloud, ICP the model into it, and keep
     the RGB pose when the cloud is too small or the fit too poor. Returns (R, t, fitness or None).
 
     ``global_rotations`` > 0 adds the ``global_starts`` best of that many rotations spread over SO(3)
-    (:func:`depth_hypotheses`) to the starts, for RGB rotations that may be far off."""
+    (:func:`depth_hypotheses`) to the starts, for RGB rotations that may be far off. They must beat the
+    given pose's neighbourhood by a margin unless the pose is not trusted: ``trust_pose`` False, or None
+    and the pose puts the model's centre more than a diameter away from the cloud's."""
     observed = np.asarray(observed, dtype=float)
     if len(observed) >= 30:
         observed = clean_observed(observed, z_window=0.6 * diameter)
@@ -311,8 +313,11 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
             _GLOBAL_ROTATIONS[global_rotations] = uniform_rotations(global_rotations)
         extra = depth_hypotheses(model_points, model_normals, observed, diameter,
                                  _GLOBAL_ROTATIONS[global_rotations], top=global_starts)
+    if trust_pose is None:
+        centre = np.asarray(R) @ np.asarray(model_points).mean(0) + np.asarray(t).reshape(3)
+        trust_pose = bool(np.linalg.norm(centre - observed.mean(0)) < diameter)
     res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter, n_starts=n_starts,
-                     extra_starts=extra)
+                     extra_starts=extra, extra_margin=0.1 if trust_pose else 0.0)
     if res is None or res.fitness < min_fitness:
         return R, t, None if res is None else res.fitness
     return res.R, res.t, res.fitness

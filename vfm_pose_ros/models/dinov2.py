@@ -791,10 +791,11 @@ class Estimator(_est.Estimator):
                                  min_confidence=float(self.config["pnp_min_confidence"]),
                                  ransac_threshold_px=thr, max_reproj_error_px=2.5 * thr)
             per_frame_pnp[fi] += (time.perf_counter() - t0) * 1e3
-            if pnp is None:
+            use_depth = fr.depth is not None and self.config.get("use_depth", True)
+            if pnp is None and not use_depth:
                 log.debug("dinov2: %s dropped: %s", name, why)
                 continue
-            R, t = pnp.R, pnp.t
+            R, t = (pnp.R, pnp.t) if pnp is not None else (None, None)  # no PnP: the depth search alone
             mask_img = self._image_mask(res["seg"][b], ci, A, side, fr.shape)
             if several:  # the same for the ICP points: keep them off the neighbouring instance
                 x0, y0, x1, y1 = box
@@ -804,11 +805,16 @@ class Estimator(_est.Estimator):
                      max(0, int(np.ceil(x0 - mx))): max(0, int(np.floor(x1 + mx)) + 1)] = True
                 mask_img &= keep
             fitness = None
-            if fr.depth is not None and self.config.get("use_depth", True):
+            if use_depth:
                 t0 = time.perf_counter()
                 R, t, fitness = self.refine_depth(name, R, t, fr, mask_img)
                 per_frame_icp[fi] += (time.perf_counter() - t0) * 1e3
-            score = det_score * mask_score * float(np.mean(conf[pnp.inliers]))
+            if pnp is None and fitness is None:
+                log.debug("dinov2: %s dropped: %s, and the depth does not fit", name, why)
+                continue
+            # without PnP the keypoints did not vouch for the pose: their confidence counts half
+            kp_conf = float(np.mean(conf[pnp.inliers])) if pnp is not None else 0.5 * float(np.mean(conf))
+            score = det_score * mask_score * kp_conf
             results[fi].append(ObjectPose(
                 name=name, R=R, t=t, score=score, keypoints_2d=kp_img, box_2d=np.asarray(box, float),
                 mask=mask_img, icp_fitness=fitness,

@@ -121,20 +121,31 @@ class Estimator(abc.ABC):
             self._surfaces[name] = sn
         return self._surfaces[name]
 
-    def refine_depth(self, name: str, R, t, frame: Frame, mask) -> tuple[np.ndarray, np.ndarray, float | None]:
+    def refine_depth(self, name: str, R, t, frame: Frame, mask, trust_pose: bool | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, float | None]:
         """The depth stage every backend shares (core.icp.refine_with_depth) on the depth inside ``mask``, with
-        the config's ``icp_*`` keys. Returns (R, t, ICP fitness or None); the RGB pose when depth cannot help."""
+        the config's ``icp_*`` keys. Returns (R, t, ICP fitness or None); the RGB pose when depth cannot help.
+        R = None: no RGB pose at all (PnP failed); the depth search alone decides, from the cloud's centre."""
         from ..core.icp import refine_with_depth
         from ..core.transforms import depth_to_points
 
         pts, normals = self.surface(name)
         c = self.config
-        return refine_with_depth(R, t, depth_to_points(frame.depth, frame.K, mask=mask), pts, normals,
-                                 self.catalogue[name].diameter, n_starts=int(c.get("icp_starts", 7)),
-                                 min_fitness=float(c.get("icp_min_fitness", 0.3)),
-                                 max_observed=int(c.get("icp_max_observed", 2500)),
-                                 global_rotations=int(c.get("icp_global_rotations", 0)),
-                                 global_starts=int(c.get("icp_global_starts", 0)))
+        observed = depth_to_points(frame.depth, frame.K, mask=mask)
+        depth_only = R is None
+        if depth_only:
+            if not len(observed):
+                return None, None, None
+            R, t, trust_pose = np.eye(3), np.median(observed, axis=0) - pts.mean(0), False
+        min_fitness = float(c.get("icp_min_fitness", 0.3))
+        R, t, fitness = refine_with_depth(
+            R, t, observed, pts, normals, self.catalogue[name].diameter, n_starts=int(c.get("icp_starts", 7)),
+            min_fitness=min_fitness, max_observed=int(c.get("icp_max_observed", 2500)),
+            global_rotations=int(c.get("icp_global_rotations", 0)),
+            global_starts=int(c.get("icp_global_starts", 0)), trust_pose=trust_pose)
+        if depth_only and (fitness is None or fitness < min_fitness):  # the search found nothing that fits
+            return None, None, None
+        return R, t, fitness
 
     @property
     def object_names(self) -> list[str]:
