@@ -209,3 +209,15 @@ def test_hub_offline_fails_fast(monkeypatch, catalogue):
 def test_bad_img_size():
     with pytest.raises(ValueError, match="multiple of 28"):
         dinov2.merged_config({"img_size": 100})
+
+
+def test_depth_alone_poses_an_object_when_pnp_has_nothing(catalogue, scene):
+    """R = None (PnP failed): the depth search over SO(3) poses the object from its mask's cloud alone."""
+    est = OracleEstimator(dinov2.build_net(TINY, catalogue), catalogue, device="cpu")
+    g = next(g for g in scene.gts if g.name == "driller_like")
+    frame = Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth)
+    R, t, fitness = est.refine_depth("driller_like", None, None, frame, g.mask)
+    assert fitness is not None and fitness >= est.config["icp_min_fitness"]
+    assert add(R, t, g.R, g.t, catalogue["driller_like"].eval_points(500)) < 0.005
+    empty = np.zeros_like(g.mask)
+    assert est.refine_depth("driller_like", None, None, frame, empty) == (None, None, None)
