@@ -177,13 +177,17 @@ def net_keypoints(net) -> dict[str, np.ndarray] | None:
     return {n: kp[i].detach().cpu().double().numpy() for i, n in enumerate(names)}
 
 
-def load_checkpoint(path, expected_backend: str | None = None, map_location="cpu") -> dict:
-    """Read and check a checkpoint; weights come back as fp32. Raises CheckpointError with the fix."""
+def load_checkpoint(path, expected_backend: str | None = None, map_location="cpu", as_stored: bool = False) -> dict:
+    """Read and check a checkpoint; weights come back as fp32 (``as_stored``: as stored, often fp16, for
+    ``load_state_dict``, which casts into the network's own tensors). Raises CheckpointError with the fix.
+
+    The file is memory-mapped: tensors are read when used, so checking a checkpoint's header costs
+    nothing and loading a ViT-B network does not hold a second full copy of its weights in memory."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (train one with `vfm-pose train ... --out {path}`)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
         raise CheckpointError(f"{path} is not a readable vfm_pose_ros checkpoint: {exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -198,10 +202,25 @@ def load_checkpoint(path, expected_backend: str | None = None, map_location="cpu
             f"{path} is a {ckpt.get('backend')!r} checkpoint, not {expected_backend!r}: "
             f"pass --backend {ckpt.get('backend')} or a {expected_backend} checkpoint"
         )
-    ckpt["state_dict"] = {k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()}
+    if not as_stored:
+        ckpt["state_dict"] = {k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()}
     return ckpt
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the OS after loading a network (glibc keeps it otherwise, and the node's
+    resident size would count a checkpoint that is no longer used). Hand-written: no library wraps
+    malloc_trim; a no-op where glibc is absent."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def peek_backend(path) -> str:
     """The backend a checkpoint was trained for (validates the file on the way)."""
-    return load_checkpoint(path)["backend"]
+    return load_checkpoint(path, as_stored=True)["backend"]

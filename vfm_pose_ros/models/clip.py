@@ -155,13 +155,15 @@ class Estimator(BaseEstimator):
     @classmethod
     def from_checkpoint(cls, path, device: str = "auto", **overrides) -> Estimator:
         """Load a checkpoint of backend 'clip'; ``overrides`` replace config keys (e.g. precision, weights)."""
-        from .checkpoint import catalogue_from_dict, load_checkpoint
+        from .checkpoint import catalogue_from_dict, load_checkpoint, release_memory
 
-        ckpt = load_checkpoint(path, expected_backend=BACKEND)
+        ckpt = load_checkpoint(path, expected_backend=BACKEND, as_stored=True)
         config = merged_config({**ckpt["config"], **overrides})
         catalogue = catalogue_from_dict(ckpt["catalogue"])
         net = ClipPoseNet(config, catalogue, load_weights=not towers_stored(ckpt["state_dict"]))
         net.load_state_dict(ckpt["state_dict"])
+        del ckpt
+        release_memory()
         return cls(net, catalogue, device=device, config=config)
 
     # -- text -------------------------------------------------------------------------------------

@@ -636,9 +636,9 @@ class Estimator(_est.Estimator):
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "auto", **overrides) -> Estimator:
-        from .checkpoint import catalogue_from_dict, load_checkpoint
+        from .checkpoint import catalogue_from_dict, load_checkpoint, release_memory
 
-        ckpt = load_checkpoint(path, expected_backend=cls.backend)
+        ckpt = load_checkpoint(path, expected_backend=cls.backend, as_stored=True)
         catalogue = catalogue_from_dict(ckpt["catalogue"])
         cfg = {**ckpt["config"], **overrides}
         build_cfg = dict(cfg)
@@ -654,6 +654,8 @@ class Estimator(_est.Estimator):
         net.config = cfg
         est = cls(net, catalogue, device=device)
         est.checkpoint_meta = {k: ckpt.get(k) for k in ("epoch", "metrics", "data_hash")}
+        del ckpt
+        release_memory()
         return est
 
     @classmethod

@@ -121,7 +121,7 @@ def read_spec(path) -> dict:
     else:
         from .checkpoint import load_checkpoint
 
-        spec = dict(load_checkpoint(path, expected_backend=BACKEND)["config"])
+        spec = dict(load_checkpoint(path, expected_backend=BACKEND, as_stored=True)["config"])
     unknown = set(spec) - HYBRID_KEYS
     if unknown:
         raise ValueError(f"{path}: unknown hybrid settings {sorted(unknown)}; known: {sorted(HYBRID_KEYS)}")
