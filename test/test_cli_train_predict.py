@@ -97,3 +97,46 @@ def test_predict_writes_bop_results(tmp_path, tiny_bop, monkeypatch):
         assert cli.main(["eval", "--dataset", str(tiny_bop), "--results", str(out), "--objects-dir",
                          str(default_catalogue_dir()), "--out", str(report), "--quiet"]) == 0
         assert json.loads(report.read_text())["overall"]["add_s_01d_acc"] == 1.0
+
+
+class _PromptedGroundTruthEstimator(_GroundTruthEstimator):
+    """Ground truth again, now following the prompt the way a working CLIP backend must: the named object
+    first, with the named grasp frame; ``obey=False`` ignores the prompt (the first object always)."""
+
+    backend = "clip"
+
+    def __init__(self, root, obey: bool = True):
+        super().__init__(root)
+        self.obey = obey
+
+    def predict(self, frame):
+        from vfm_pose_ros.models.clip_data import canonical_prompt
+
+        poses = super().predict(frame)
+        if not self.obey or not frame.prompt:
+            return poses
+        for p in poses:
+            obj = self.catalogue[p.name]
+            for part in [None, *obj.grasp_frames]:
+                if frame.prompt == canonical_prompt(obj, part):
+                    p.grasp_frame = part
+                    return [p] + [q for q in poses if q is not p]
+        return poses
+
+
+@pytest.mark.parametrize("obey", [True, False])
+def test_predict_prompt_check(tmp_path, tiny_bop, monkeypatch, obey):
+    """--prompt-check scores prompt selection: perfect for an estimator that follows prompts, half right for one
+    that always returns the same object first."""
+    import vfm_pose_ros.models as models
+
+    monkeypatch.setattr(models, "load_estimator", lambda *a, **k: _PromptedGroundTruthEstimator(tiny_bop, obey))
+    out = tmp_path / "gt.csv"
+    assert cli.main(["predict", "--checkpoint", "unused.pt", "--dataset", str(tiny_bop), "--out", str(out),
+                     "--prompt-check", "--quiet"]) == 0
+    rep = json.loads(out.with_suffix(".prompts.json").read_text())
+    assert rep["prompts"] >= 2 and rep["grasp_checks"] >= 1
+    if obey:
+        assert rep["name_acc"] == rep["selection_acc"] == rep["grasp_frames_all_right"] == 1.0
+    else:
+        assert rep["name_acc"] == rep["selection_acc"] == 0.5 and rep["grasp_frames_all_right"] == 0.0

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scene", type=int, help="only this scene id")
     p.add_argument("--prompt", help="text prompt passed with every frame (CLIP / hybrid backends)")
     p.add_argument("--no-depth", action="store_true", help="ignore depth images (RGB-only poses, no ICP)")
+    p.add_argument("--prompt-check", action="store_true",
+                   help="CLIP / hybrid: also check, in frames holding several objects, that the prompt naming each "
+                        "object returns that object and each grasp part its own frame (writes OUT.prompts.json)")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", help="auto | fp32 | bf16 | fp16 (default: the checkpoint's)")
@@ -67,4 +70,17 @@ def run(args) -> int:
               f"({est.device}, precision {est.precision})")
     if stage_ms:
         print("  stages (mean ms): " + ", ".join(f"{k} {np.mean(v):.1f}" for k, v in stage_ms.items()))
+    if args.prompt_check:
+        import json
+
+        from ..models.clip import evaluate_prompts
+
+        if est.backend not in ("clip", "hybrid"):
+            raise SystemExit(f"--prompt-check needs a prompt-conditioned backend (clip, hybrid), not {est.backend}")
+        rep = evaluate_prompts(est, ds, max_frames=args.max_frames or 100, progress=not args.quiet)
+        path = Path(args.out).with_suffix(".prompts.json")
+        path.write_text(json.dumps(rep, indent=1))
+        print(f"  prompts: {rep['prompts']} in multi-object frames; right name {rep['name_acc']:.1%}, on the right "
+              f"object {rep['selection_acc']:.1%}; grasp parts all right {rep['grasp_frames_all_right']:.1%} "
+              f"of {rep['grasp_checks']} -> {path}")
     return 0

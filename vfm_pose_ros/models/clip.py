@@ -348,6 +348,12 @@ def _sigmoid(x) -> float:
     return float(1.0 / (1.0 + np.exp(-float(x))))
 
 
+def extra_validation(net, catalogue, dataset, device="auto", max_frames: int = 50, progress: bool = True) -> dict:
+    """What training reports for this backend besides pose metrics: prompt selection (evaluate_prompts)."""
+    return evaluate_prompts(Estimator.from_net(net, catalogue, device=device, use_depth=False), dataset,
+                            max_frames=max_frames, progress=progress)
+
+
 def evaluate_prompts(estimator: Estimator, dataset, max_frames: int = 100, progress: bool = True) -> dict:
     """How often the prompt picks the right object in frames holding several catalogue objects.
 

@@ -270,12 +270,19 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
             save_checkpoint(out, net, backend=backend, config=cfg, catalogue=cat_dict, data_hash=data_hash,
                             epoch=epochs_done, metrics={"history": history, "val": summary["val"],
                                                         "val_depth": summary["val_depth"]})
+    if main and val_dataset is not None and history and hasattr(mod, "extra_validation"):
+        summary["val_extra"] = mod.extra_validation(net, catalogue, val_dataset, device=dev,
+                                                    max_frames=val_frames, progress=progress)
+        net.train(True)
     if main:
         print(f"trained {summary['epochs']} epoch(s), {step} steps, {trained_s / 60:.1f} min -> {out}")
         if summary.get("val"):
             print(f"  val RGB-only : {_short(summary['val'])}")
         if summary.get("val_depth"):
             print(f"  val RGB-D+ICP: {_short(summary['val_depth'])}")
+        if summary.get("val_extra"):
+            print("  val extra    : " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                  for k, v in summary["val_extra"].items()))
         out.with_name(out.name + ".json").write_text(json.dumps(summary, indent=1, default=float))
     if world > 1:
         dist.barrier()
