@@ -174,7 +174,9 @@ def array_to_image(arr: np.ndarray, encoding: str, header=None, step: int | None
         padded = np.zeros((h, step), np.uint8)
         padded[:, :row_bytes] = raw.view(np.uint8).reshape(h, row_bytes)
         raw = padded
-    msg = Image()
+    # check_fields=True is what makes the data setter keep our array.array as it is; without it (rclpy's
+    # default) the setter copies it element by element: 1.4 ms of a VGA frame's 1.5 ms
+    msg = Image(check_fields=True)
     if header is not None:
         msg.header = header
     msg.height, msg.width, msg.encoding, msg.step = h, w, encoding, step
