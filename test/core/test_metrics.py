@@ -355,3 +355,18 @@ def test_lmo_eggbox_flip_is_a_symmetry():
     assert egg.re > 179.0 and egg.add > 0.05  # far off by ADD ...
     assert egg.adi < 0.005  # ... but the mesh is (almost) symmetric: ADD-S of a few mm
     assert egg.correct() and drill.add == pytest.approx(0.01) and drill.mssd == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (4, 1), (3, 3), (2, 5)])
+def test_threshold_hits_equals_bop_matching_per_threshold(shape):
+    """The vectorised recall matching (one estimate or one instance) gives exactly bop_match's answers."""
+    from vfm_pose_ros.core.metrics import _threshold_hits, bop_match
+
+    rng = np.random.default_rng(sum(shape))
+    thresholds = np.linspace(0.05, 0.5, 10)
+    for _ in range(50):
+        errors = rng.uniform(0.0, 0.6, shape)
+        hits = [np.zeros(len(thresholds), bool) for _ in range(shape[1])]
+        _threshold_hits(errors, thresholds, hits)
+        expected = np.array([bop_match(errors, th) for th in thresholds]).T  # (G, thresholds)
+        assert np.array_equal(np.array(hits), expected)

@@ -344,6 +344,20 @@ def bop_match(errors: np.ndarray, threshold: float) -> np.ndarray:
     return matched
 
 
+def _threshold_hits(errors: np.ndarray, thresholds: np.ndarray, hits: list[np.ndarray]) -> None:
+    """Set ``hits[g][k]`` where :func:`bop_match` at ``thresholds[k]`` matches ground truth g. With one
+    estimate or one ground truth (most frames) the greedy matching is a plain threshold test on the best
+    pair, done for all thresholds at once; otherwise bop_match runs per threshold."""
+    P, G = errors.shape
+    if P == 1 or G == 1:
+        p, g = np.unravel_index(int(np.argmin(errors)), errors.shape) if P == 1 else (int(np.argmin(errors[:, 0])), 0)
+        hits[g] |= errors[p, g] < thresholds
+        return
+    for k, th in enumerate(thresholds):
+        for g in np.nonzero(bop_match(errors, th))[0]:
+            hits[g][k] = True
+
+
 # --------------------------------------------------------------------------------------------
 # Streaming evaluation
 # --------------------------------------------------------------------------------------------
@@ -515,14 +529,10 @@ class PoseEvaluator:
                 setattr(r, key, float(err[key][p, g]))
         # BOP recalls: the toolkit's thresholded matching, once per threshold.
         d = obj.model.diameter
-        for k, th in enumerate(MSSD_THRESHOLDS):
-            for g in np.nonzero(bop_match(err["mssd"], th * d))[0]:
-                results[g].mssd_hits[k] = True
+        _threshold_hits(err["mssd"], np.asarray(MSSD_THRESHOLDS) * d, [r.mssd_hits for r in results])
         if K is not None:
             scaled = err["mspd"] * (BOP_REFERENCE_WIDTH / width)
-            for k, th in enumerate(MSPD_THRESHOLDS_PX):
-                for g in np.nonzero(bop_match(scaled, th))[0]:
-                    results[g].mspd_hits[k] = True
+            _threshold_hits(scaled, np.asarray(MSPD_THRESHOLDS_PX, float), [r.mspd_hits for r in results])
 
     def report(self) -> dict:
         """The report: per object (under "objects"), pooled over all instances ("overall"), and object means."""
