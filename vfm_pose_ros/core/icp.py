@@ -300,7 +300,8 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
                       min_fitness: float = 0.3, max_observed: int = 2500, global_rotations: int = 0,
                       global_starts: int = 4, trust_pose: bool | None = None):
     """The depth stage both backends share: clean the masked depth cloud, ICP the model into it, and keep
-    the RGB pose when the cloud is too small or the fit too poor. Returns (R, t, fitness or None).
+    the RGB pose when the cloud is too small, or the fit too poor and the RGB pose plausible (trusted).
+    Returns (R, t, fitness or None).
 
     ``global_rotations`` > 0 adds the ``global_starts`` best of that many rotations spread over SO(3)
     (:func:`depth_hypotheses`) to the starts, for RGB rotations that may be far off. They must beat the
@@ -326,6 +327,8 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
         trust_pose = bool(np.linalg.norm(centre - observed.mean(0)) < diameter)
     res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter, n_starts=n_starts,
                      extra_starts=extra, extra_margin=0.1 if trust_pose else 0.0)
-    if res is None or res.fitness < min_fitness:
-        return R, t, None if res is None else res.fitness
-    return res.R, res.t, res.fitness
+    if res is None:
+        return R, t, None
+    if res.fitness < min_fitness and trust_pose:  # a poor fit does not overrule a plausible RGB pose
+        return R, t, res.fitness
+    return res.R, res.t, res.fitness  # (an implausible RGB pose is worse than the best fit to the cloud)

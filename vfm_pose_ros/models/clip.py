@@ -40,6 +40,7 @@ from .clip_data import (
 )
 from .clip_net import ClipPoseNet, get_tokenizer, towers_stored
 from .estimator import Estimator as BaseEstimator
+from .estimator import depth_support
 
 BACKEND = "clip"
 
@@ -338,6 +339,7 @@ class Estimator(BaseEstimator):
                 for pose, obj, fr, heat, A in refine:
                     pose.mask = self.object_mask(heat, A, fr.rgb.shape[:2])
                     pose.R, pose.t, pose.icp_fitness = self.refine_depth(obj.name, pose.R, pose.t, fr, pose.mask)
+                    pose.score *= depth_support(pose.icp_fitness)
         for poses in results:
             for p in poses:
                 p.timings_ms = dict(timer.ms)

@@ -816,7 +816,7 @@ class Estimator(_est.Estimator):
                 continue
             # without PnP the keypoints did not vouch for the pose: their confidence counts half
             kp_conf = float(np.mean(conf[pnp.inliers])) if pnp is not None else 0.5 * float(np.mean(conf))
-            score = det_score * mask_score * kp_conf
+            score = det_score * mask_score * kp_conf * (_est.depth_support(fitness) if use_depth else 1.0)
             results[fi].append(ObjectPose(
                 name=name, R=R, t=t, score=score, keypoints_2d=kp_img, box_2d=np.asarray(box, float),
                 mask=mask_img, icp_fitness=fitness,

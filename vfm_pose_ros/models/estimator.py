@@ -51,6 +51,13 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
     raise ValueError(f"precision must be auto, fp32, fp16 or bf16; got {precision!r}")
 
 
+def depth_support(fitness: float | None) -> float:
+    """The factor a pose's score takes when depth was used: 1 for a perfect ICP fit down to 0.5 when the
+    masked depth is missing or does not fit the model, so instances the depth confirms rank above
+    look-alikes it does not (a network's hallucination on the background has no object in its depth)."""
+    return 0.5 + 0.5 * float(np.clip(0.0 if fitness is None else fitness, 0.0, 1.0))
+
+
 class StageTimer:
     """Accumulates wall-clock milliseconds per named stage (synchronising CUDA so timings are real)."""
 
