@@ -69,6 +69,7 @@ DEFAULT_CONFIG: dict = {
     "min_visib": 0.1,
     # inference
     "two_pass": True,
+    "peak_window": 0.25,  # inference: box centre from the map within this distance (image fraction) of its peak
     "crop_passes": 1,  # crop passes after localisation; 2 re-centres the crop on the first crop's box
     "use_depth": True,  # with a depth image: ICP of the model against the depth inside the predicted object mask
     "icp_starts": 7,

@@ -343,7 +343,15 @@ class ClipPoseNet(nn.Module):
         pose = self.pose_head(q[:, 1])
         # box centre: the similarity-weighted mean of the patch centres (soft-argmax of the text-patch map),
         # plus a small learned correction; the dense map supervision makes localisation learn fast
-        weights = torch.softmax(heat * self.heat_log_temp.exp(), dim=1)
+        logits = heat * self.heat_log_temp.exp()
+        window = float(self.config.get("peak_window", 0.0))
+        if window > 0 and not self.training:
+            # at inference, read the map around its peak only: with two look-alike objects the global
+            # soft-argmax lands between them, on neither
+            peak = self.patch_centres[0, logits.argmax(1)]  # (B, 2)
+            far = (self.patch_centres - peak.unsqueeze(1)).abs().amax(-1) > window  # (B, N)
+            logits = logits.masked_fill(far, float("-inf"))
+        weights = torch.softmax(logits, dim=1)
         centre = (weights.unsqueeze(-1) * self.patch_centres).sum(1) + 0.25 * torch.tanh(loc[:, :2])
         return {
             "heat": heat.view(b, *self.grid),
