@@ -269,3 +269,20 @@ def test_predict_returns_object_pose_with_grasp_frame():
     assert {q.name for q in est.predict(Frame(rgb=frame.rgb, K=frame.K))} == set(cat.names)
     batch = est.predict_batch([Frame(rgb=frame.rgb, K=frame.K, prompt="the can")] * 2)
     assert len(batch) == 2 and all(len(b) == 1 for b in batch)
+
+
+def test_soft_argmax_window_reads_the_peak_not_the_middle():
+    """Two blobs (the prompted object strong, a look-alike weaker): the global expectation falls between them,
+    the peak window on the stronger one; window 0 is the plain soft-argmax used in training."""
+    from vfm_pose_ros.models.clip_net import soft_argmax
+
+    g = (torch.arange(10) + 0.5) / 10
+    gy, gx = torch.meshgrid(g, g, indexing="ij")
+    centres = torch.stack([gx, gy], -1).view(1, -1, 2)
+    logits = torch.full((1, 100), -10.0)
+    logits[0, 2 * 10 + 2] = 3.0  # patch (x 0.25, y 0.25)
+    logits[0, 7 * 10 + 7] = 2.5  # patch (x 0.75, y 0.75)
+    plain = soft_argmax(logits, centres)[0]
+    peak = soft_argmax(logits, centres, window=0.25)[0]
+    assert 0.35 < plain[0] < 0.5 and 0.35 < plain[1] < 0.5
+    assert torch.allclose(peak, torch.tensor([0.25, 0.25]), atol=1e-3)

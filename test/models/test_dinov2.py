@@ -221,3 +221,10 @@ def test_depth_alone_poses_an_object_when_pnp_has_nothing(catalogue, scene):
     assert add(R, t, g.R, g.t, catalogue["driller_like"].eval_points(500)) < 0.005
     empty = np.zeros_like(g.mask)
     assert est.refine_depth("driller_like", None, None, frame, empty) == (None, None, None)
+
+
+def test_depth_support_ranks_depth_confirmed_poses_first():
+    from vfm_pose_ros.models.estimator import depth_support
+
+    assert depth_support(None) == depth_support(0.0) == 0.5 and depth_support(1.0) == 1.0
+    assert depth_support(0.9) > depth_support(0.2) and depth_support(7.0) == 1.0

@@ -189,6 +189,17 @@ def grasp_tables(catalogue: Catalogue) -> tuple[list[list[str]], torch.Tensor]:
     return names, valid
 
 
+def soft_argmax(logits: torch.Tensor, centres: torch.Tensor, window: float = 0.0) -> torch.Tensor:
+    """Expected patch centre (B, 2) under softmax(logits) (B, N); centres (1, N, 2). ``window`` > 0 reads
+    only the patches within that distance (Chebyshev, in centre units) of the peak: with two look-alike
+    objects the global expectation lands between them, on neither (used at inference)."""
+    if window > 0:
+        peak = centres[0, logits.argmax(1)]  # (B, 2)
+        far = (centres - peak.unsqueeze(1)).abs().amax(-1) > window  # (B, N)
+        logits = logits.masked_fill(far, float("-inf"))
+    return (torch.softmax(logits, dim=1).unsqueeze(-1) * centres).sum(1)
+
+
 class ClipPoseNet(nn.Module):
     """CLIP towers + cross-modal fusion + pose heads (see the module docstring).
 
@@ -343,16 +354,9 @@ class ClipPoseNet(nn.Module):
         pose = self.pose_head(q[:, 1])
         # box centre: the similarity-weighted mean of the patch centres (soft-argmax of the text-patch map),
         # plus a small learned correction; the dense map supervision makes localisation learn fast
-        logits = heat * self.heat_log_temp.exp()
-        window = float(self.config.get("peak_window", 0.0))
-        if window > 0 and not self.training:
-            # at inference, read the map around its peak only: with two look-alike objects the global
-            # soft-argmax lands between them, on neither
-            peak = self.patch_centres[0, logits.argmax(1)]  # (B, 2)
-            far = (self.patch_centres - peak.unsqueeze(1)).abs().amax(-1) > window  # (B, N)
-            logits = logits.masked_fill(far, float("-inf"))
-        weights = torch.softmax(logits, dim=1)
-        centre = (weights.unsqueeze(-1) * self.patch_centres).sum(1) + 0.25 * torch.tanh(loc[:, :2])
+        window = 0.0 if self.training else float(self.config.get("peak_window", 0.0))
+        centre = soft_argmax(heat * self.heat_log_temp.exp(), self.patch_centres, window)
+        centre = centre + 0.25 * torch.tanh(loc[:, :2])
         return {
             "heat": heat.view(b, *self.grid),
             "box": torch.cat([centre, torch.sigmoid(loc[:, 2:4])], dim=-1),
