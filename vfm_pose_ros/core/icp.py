@@ -298,7 +298,7 @@ _GLOBAL_ROTATIONS: dict[int, np.ndarray] = {}
 
 def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, n_starts: int = 7,
                       min_fitness: float = 0.3, max_observed: int = 2500, global_rotations: int = 0,
-                      global_starts: int = 4, trust_pose: bool | None = None):
+                      global_starts: int = 4, trust_pose: bool | None = None, good_fitness: float = 0.8):
     """The depth stage both backends share: clean the masked depth cloud, ICP the model into it, and keep
     the RGB pose when the cloud is too small, or the fit too poor and the RGB pose plausible (trusted).
     Returns (R, t, fitness or None).
@@ -306,7 +306,8 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
     ``global_rotations`` > 0 adds the ``global_starts`` best of that many rotations spread over SO(3)
     (:func:`depth_hypotheses`) to the starts, for RGB rotations that may be far off. They must beat the
     given pose's neighbourhood by a margin unless the pose is not trusted: ``trust_pose`` False, or None
-    and the pose puts the model's centre more than a diameter away from the cloud's."""
+    and the pose puts the model's centre more than a diameter away from the cloud's. A trusted pose whose
+    local refinement reaches ``good_fitness`` skips the global search (most of the stage's cost)."""
     observed = np.asarray(observed, dtype=float)
     if len(observed) >= 30:
         observed = clean_observed(observed, z_window=0.6 * diameter)
@@ -316,17 +317,28 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
         return R, t, None
     if len(observed) > max_observed:  # ICP cost grows with the cloud; a few thousand points pin the pose down
         observed = observed[np.random.default_rng(0).choice(len(observed), max_observed, replace=False)]
-    extra = []
+    if trust_pose is None:
+        centre = np.asarray(R) @ np.asarray(model_points).mean(0) + np.asarray(t).reshape(3)
+        trust_pose = bool(np.linalg.norm(centre - observed.mean(0)) < diameter)
+    res = None
+    if trust_pose:  # local starts first; the global search only when they do not fit well
+        res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter,
+                         n_starts=n_starts)
+        if res is not None and res.fitness >= good_fitness:
+            return res.R, res.t, res.fitness
     if global_rotations > 0 and global_starts > 0:
         if global_rotations not in _GLOBAL_ROTATIONS:
             _GLOBAL_ROTATIONS[global_rotations] = uniform_rotations(global_rotations)
         extra = depth_hypotheses(model_points, model_normals, observed, diameter,
                                  _GLOBAL_ROTATIONS[global_rotations], top=global_starts)
-    if trust_pose is None:
-        centre = np.asarray(R) @ np.asarray(model_points).mean(0) + np.asarray(t).reshape(3)
-        trust_pose = bool(np.linalg.norm(centre - observed.mean(0)) < diameter)
-    res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter, n_starts=n_starts,
-                     extra_starts=extra, extra_margin=0.1 if trust_pose else 0.0)
+        # the local winner (or the untrusted pose's neighbourhood) against the global hypotheses
+        R_l, t_l, n_l = (res.R, res.t, 1) if res is not None else (R, t, n_starts)
+        glob = refine_icp(R_l, t_l, model_points, observed, model_normals=model_normals, diameter=diameter,
+                          n_starts=n_l, extra_starts=extra, extra_margin=0.1 if trust_pose else 0.0)
+        res = glob if glob is not None else res
+    elif res is None:
+        res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter,
+                         n_starts=n_starts)
     if res is None:
         return R, t, None
     if res.fitness < min_fitness and trust_pose:  # a poor fit does not overrule a plausible RGB pose
