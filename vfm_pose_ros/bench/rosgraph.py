@@ -105,12 +105,9 @@ def stop_process(proc: subprocess.Popen, grace: float = 20.0) -> int | None:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            from ..ros.graph import terminate
+
+            terminate(proc)
         except ProcessLookupError:
             pass
     log = getattr(proc, "log_file", None)

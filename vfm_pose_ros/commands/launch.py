@@ -110,6 +110,8 @@ class Graph:
         return status
 
     def _reap(self, finished: set[int]) -> None:
+        from ..ros.graph import terminate
+
         deadline = time.monotonic() + self.grace
         for spec, proc in self.procs:
             if proc.pid in finished:
@@ -119,12 +121,7 @@ class Graph:
                 print(f"[launch] {spec.name} exited with status {code}", file=self.out, flush=True)
             except subprocess.TimeoutExpired:
                 print(f"[launch] {spec.name} did not stop in {self.grace:g} s: terminating", file=self.out)
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                terminate(proc)
 
 
 def run(args: argparse.Namespace) -> int:

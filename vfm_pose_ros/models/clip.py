@@ -39,8 +39,8 @@ from .clip_data import (
     window_affine,
 )
 from .clip_net import ClipPoseNet, get_tokenizer, towers_stored
+from .estimator import DEPTH_STAGE_DEFAULTS, depth_support
 from .estimator import Estimator as BaseEstimator
-from .estimator import depth_support
 
 BACKEND = "clip"
 
@@ -71,12 +71,7 @@ DEFAULT_CONFIG: dict = {
     "two_pass": True,
     "peak_window": 0.25,  # inference: box centre from the map within this distance (image fraction) of its peak
     "crop_passes": 1,  # crop passes after localisation; 2 re-centres the crop on the first crop's box
-    "use_depth": True,  # with a depth image: ICP of the model against the depth inside the predicted object mask
-    "icp_starts": 7,
-    "icp_global_rotations": 300,  # rotations over SO(3) scored against the depth cloud (0: only local starts)
-    "icp_global_starts": 5,  # ... of which the best distinct ones are also refined by ICP
-    "icp_min_fitness": 0.3,
-    "icp_points": 2000,
+    **DEPTH_STAGE_DEFAULTS,  # use_depth, icp_*
     "icp_max_observed": 3000,
     "min_score": 0.5,  # without a prompt: report objects whose presence score reaches this
     "grasp_select": "auto",  # head | text | auto (text similarity when the text tower has pretrained weights)

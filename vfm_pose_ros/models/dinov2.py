@@ -109,13 +109,7 @@ DEFAULT_CONFIG: dict = {
     "pnp_method": "sqpnp",
     "pnp_min_confidence": 0.2,
     "pnp_threshold_frac": 0.04,  # RANSAC threshold: fraction of the crop side in pixels (at least 2 px)
-    "use_depth": True,
-    "icp_starts": 7,
-    "icp_global_rotations": 300,  # rotations over SO(3) scored against the depth cloud (0: only local starts)
-    "icp_global_starts": 5,  # ... of which the best distinct ones are also refined by ICP
-    "icp_min_fitness": 0.3,
-    "icp_points": 2000,
-    "icp_max_observed": 2500,
+    **_est.DEPTH_STAGE_DEFAULTS,  # use_depth, icp_*
     "max_batch": 16,
 }
 

@@ -18,6 +18,17 @@ import torch
 from ..core.catalogue import Catalogue
 from ..core.types import Frame, ObjectPose
 
+# The depth stage's config keys (Estimator.refine_depth), shared by every backend's DEFAULT_CONFIG.
+DEPTH_STAGE_DEFAULTS: dict = {
+    "use_depth": True,  # with a depth image: ICP of the model against the depth inside the object's mask
+    "icp_starts": 7,
+    "icp_global_rotations": 300,  # rotations over SO(3) scored against the depth cloud (0: only local starts)
+    "icp_global_starts": 5,  # ... of which the best distinct ones are also refined by ICP
+    "icp_min_fitness": 0.3,
+    "icp_points": 2000,
+    "icp_max_observed": 2500,
+}
+
 # Stage names backends use in ObjectPose.timings_ms (the bench command reads these).
 STAGES = ("preprocess", "backbone", "head", "pnp", "icp", "total")
 
@@ -124,7 +135,7 @@ class Estimator(abc.ABC):
             if sn is None:
                 from .checkpoint import surface_samples
 
-                sn = surface_samples(obj, int(self.config.get("icp_points", 2000)))
+                sn = surface_samples(obj, int(self.config.get("icp_points", DEPTH_STAGE_DEFAULTS["icp_points"])))
             self._surfaces[name] = sn
         return self._surfaces[name]
 
@@ -137,19 +148,19 @@ class Estimator(abc.ABC):
         from ..core.transforms import depth_to_points
 
         pts, normals = self.surface(name)
-        c = self.config
+        c = {**DEPTH_STAGE_DEFAULTS, **self.config}
         observed = depth_to_points(frame.depth, frame.K, mask=mask)
         depth_only = R is None
         if depth_only:
             if not len(observed):
                 return None, None, None
             R, t, trust_pose = np.eye(3), np.median(observed, axis=0) - pts.mean(0), False
-        min_fitness = float(c.get("icp_min_fitness", 0.3))
+        min_fitness = float(c["icp_min_fitness"])
         R, t, fitness = refine_with_depth(
-            R, t, observed, pts, normals, self.catalogue[name].diameter, n_starts=int(c.get("icp_starts", 7)),
-            min_fitness=min_fitness, max_observed=int(c.get("icp_max_observed", 2500)),
-            global_rotations=int(c.get("icp_global_rotations", 0)),
-            global_starts=int(c.get("icp_global_starts", 0)), trust_pose=trust_pose)
+            R, t, observed, pts, normals, self.catalogue[name].diameter, n_starts=int(c["icp_starts"]),
+            min_fitness=min_fitness, max_observed=int(c["icp_max_observed"]),
+            global_rotations=int(c["icp_global_rotations"]), global_starts=int(c["icp_global_starts"]),
+            trust_pose=trust_pose)
         if depth_only and (fitness is None or fitness < min_fitness):  # the search found nothing that fits
             return None, None, None
         return R, t, fitness

@@ -420,9 +420,7 @@ def main(args: list[str] | None = None) -> int:
         if why != "finished":  # Ctrl-C / SIGTERM: what arrived is scored, what is missing counts as gaps
             node.write_report(f"{why.lower()}", final=True)
     finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        spin.shutdown(node)
     return 0
 
 

@@ -251,3 +251,15 @@ def launch_description(graph: str):
     declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
                 for a in launch_arguments(graph)]
     return LaunchDescription([*declared, OpaqueFunction(function=setup)])
+
+
+def terminate(proc, wait_s: float = 5.0) -> None:
+    """SIGTERM a graph process that did not stop on SIGINT, and SIGKILL it if that does not end it either."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -634,9 +634,7 @@ def main(args: list[str] | None = None) -> int:
         spin.spin(node)
     finally:
         node.stop()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        spin.shutdown(node)
     return 0
 
 

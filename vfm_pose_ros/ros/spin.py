@@ -64,3 +64,13 @@ def spin(node, drain_s: float = 0.0, should_stop: Callable[[], bool] | None = No
     if not rclpy.ok(context=node.context):
         why["reason"] = why["reason"] or "shutdown"
     return why["reason"] or "stopped"
+
+
+def shutdown(node=None) -> None:
+    """Destroy ``node`` (when given) and shut rclpy down unless something else already did."""
+    import rclpy
+
+    if node is not None:
+        node.destroy_node()
+    if rclpy.ok():
+        rclpy.shutdown()
