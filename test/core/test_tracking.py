@@ -225,3 +225,51 @@ def test_tracker_restarts_when_time_goes_backwards_or_prompt_changes():
     assert len(tr.filter.tracks) == 1 and tr.filter.stats.new_tracks == 2
     tr.step(Frame(rgb=np.zeros((4, 4, 3), np.uint8), K=np.eye(3), stamp_ns=int(1.1e9), prompt="the can"))
     assert tr.filter.stats.new_tracks == 3
+
+
+def test_tracker_reuses_the_tracks_boxes_without_depth(catalogue):
+    """RGB only: after one full estimation the tracks' projected boxes reach the estimator as external
+    detections (one crop pass instead of detection + crops); losing the object, or the periodic
+    re-detection, runs the full estimation again."""
+    from vfm_pose_ros.core.transforms import project_object
+
+    R = axis_angle_to_matrix([0.3, -0.6, 0.2])
+    t = np.array([0.05, -0.02, 0.8])
+    K = np.array([[570.0, 0, 320], [0, 570, 240], [0, 0, 1]])
+    seen = []
+
+    class Recorder:  # answers with the truth while the object is "visible"; records what it was given
+        visible = True
+
+        def predict(self, frame):
+            seen.append(None if frame.boxes_2d is None else {n: np.array(b) for n, b in frame.boxes_2d.items()})
+            return [pose("driller_like", R=R, t=t, score=0.9)] if Recorder.visible else []
+
+    tr = PoseTracker(Recorder(), TrackingConfig(smoothing=0.0, velocity_gain=0.0, redetect_every=4),
+                     catalogue=catalogue)
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    modes = []
+    for k in range(5):
+        out = tr.step(Frame(rgb=rgb, K=K, stamp_ns=int(1e9 + k * 1e8)))
+        modes.append(tr.last_mode)
+        assert len(out) == 1
+    # full, then the box of the confirmed track (confirm_hits: a lone object's track is confirmed at once)
+    assert modes == ["full", "roi", "roi", "roi", "full"]  # redetect_every=4: a full estimation every 4th frame
+    uv = project_object(K, R, t, catalogue["driller_like"].box_corners())
+    np.testing.assert_allclose(seen[1]["driller_like"], [*uv.min(0), *uv.max(0)], atol=1e-6)
+    assert seen[0] is None and seen[4] is None
+    Recorder.visible = False  # gone from its box: the same frame is estimated in full
+    n = len(seen)
+    assert tr.step(Frame(rgb=rgb, K=K, stamp_ns=int(1.5e9))) == []
+    assert seen[n] is not None and seen[n + 1] is None and tr.last_mode == "full"
+    assert tr.stats.roi == 3 and tr.stats.full == 3
+    # detections that come with the frame (a 2D detector) are never replaced
+    Recorder.visible = True
+    given = {"driller_like": np.array([1.0, 2.0, 50.0, 60.0])}
+    tr.step(Frame(rgb=rgb, K=K, stamp_ns=int(1.6e9), boxes_2d=given))
+    np.testing.assert_array_equal(seen[-1]["driller_like"], given["driller_like"])
+    # a measurement that carries the estimator's own 2D box: that box is reused, not the projection
+    tr.filter.tracks[next(iter(tr.filter.tracks))].last.box_2d = np.array([100.0, 110.0, 300.0, 320.0])
+    tr.step(Frame(rgb=rgb, K=K, stamp_ns=int(1.7e9)))
+    assert tr.last_mode == "roi"
+    np.testing.assert_array_equal(seen[-1]["driller_like"], [100.0, 110.0, 300.0, 320.0])

@@ -14,7 +14,11 @@ Two parts:
   ``estimator.track(frame, previous)`` (a warm start of ICP from the predicted poses that skips
   detection and keypoints, see :func:`warm_start_icp`); when that returns None (ICP fitness below
   ``min_fitness``, an object lost) or every ``redetect_every`` frames it runs the full
-  ``estimator.predict(frame)``. Both results go through the filter.
+  ``estimator.predict(frame)``. Without depth (or when the warm start fails) it still reuses the
+  tracks: their boxes, projected at the predicted poses, reach the estimator as external detections
+  (``Frame.boxes_2d``, :meth:`PoseTracker.roi_frame`), so it skips its detection / localisation pass
+  and runs one crop pass per tracked object (one backbone call per frame for one prompted object
+  instead of two or three). Both results go through the filter.
 
 Hand-written: no maintained Python library provides an SO(3) alpha-beta filter with outlier gating
 and symmetry-aware association for object poses (filterpy and similar are vector-space Kalman
@@ -48,6 +52,7 @@ class TrackingConfig:
     warm_start: bool = True  # tracking mode: ICP from the last pose instead of full estimation
     min_fitness: float = 0.6  # tracking mode: a warm start whose fit (WarmStart.coverage) is below this -> full
     redetect_every: int = 15  # tracking mode: a full estimation at least every N frames (new objects, drift)
+    roi_reuse: bool = True  # tracking mode: the tracks' projected boxes replace detection (crop pass only)
     association_gate: float = 1.5  # measurements farther than this many diameters from a track start a new one
 
     def __post_init__(self):
@@ -413,6 +418,7 @@ class TrackerStats:
     frames: int = 0
     full: int = 0  # frames estimated from scratch
     tracked: int = 0  # frames held by the warm start
+    roi: int = 0  # frames estimated inside the tracks' boxes (detection / localisation skipped)
     fallbacks: int = 0  # warm starts that failed (fitness) and fell back to full estimation
 
 
@@ -448,6 +454,7 @@ class PoseTracker:
         self.filter.prune(stamp)
         self.stats.frames += 1
         measured = None
+        warm_failed = False
         cfg = self.config
         if (cfg.warm_start and frame.depth is not None and hasattr(self.estimator, "track")
                 and self._since_full < max(1, int(cfg.redetect_every)) - 1):
@@ -456,13 +463,52 @@ class PoseTracker:
                 measured = self.estimator.track(frame, previous, min_fitness=cfg.min_fitness)
                 if measured is None:
                     self.stats.fallbacks += 1
-        if measured is None:
+                    warm_failed = True  # the depth says the objects left their predicted poses: look everywhere
+        if measured is not None:
+            self.stats.tracked += 1
+            self._since_full += 1
+            self.last_mode = "track"
+            return self.filter.update(stamp, measured)
+        roi = (self.roi_frame(frame, self.filter.predicted(stamp)) if cfg.roi_reuse and not warm_failed
+               and self._since_full < max(1, int(cfg.redetect_every)) - 1 else None)
+        if roi is not None:
+            measured = self.estimator.predict(roi)
+        if measured:  # every tracked object lost inside its box: a full estimation looks everywhere
+            self.stats.roi += 1
+            self._since_full += 1
+            self.last_mode = "roi"
+        else:
             measured = self.estimator.predict(frame)
             self.stats.full += 1
             self._since_full = 0
             self.last_mode = "full"
-        else:
-            self.stats.tracked += 1
-            self._since_full += 1
-            self.last_mode = "track"
         return self.filter.update(stamp, measured)
+
+    def roi_frame(self, frame: Frame, previous: list[ObjectPose]) -> Frame | None:
+        """``frame`` with the tracked objects' boxes as its external detections (name -> box, or Nx4 boxes for
+        several instances), clipped to the image; None when no tracked object is in view (or the frame already
+        carries detections, which win). A track's box is the 2D box its estimator last found (detection boxes stay
+        good where an RGB pose is still poor), else its 3D box projected at the predicted pose."""
+        if frame.boxes_2d or not previous:
+            return None
+        h, w = frame.rgb.shape[:2]
+        boxes: dict[str, list] = {}
+        for p in previous:
+            obj = self.filter._obj(p.name)
+            if p.box_2d is not None:
+                uv = np.asarray(p.box_2d, dtype=float).reshape(2, 2)
+            elif obj is not None:
+                corners = transform_points(p.R, p.t, obj.box_corners())
+                if np.any(corners[:, 2] <= 1e-3):
+                    continue  # a corner behind the camera: no meaningful box
+                uv = project(frame.K, corners)
+            else:
+                continue
+            x0, y0 = np.maximum(uv.min(0), 0.0)
+            x1, y1 = np.minimum(uv.max(0), [w - 1.0, h - 1.0])
+            if x1 - x0 >= 4 and y1 - y0 >= 4:
+                boxes.setdefault(p.name, []).append([x0, y0, x1, y1])
+        if not boxes:
+            return None
+        return dataclasses.replace(frame, boxes_2d={n: np.asarray(b[0] if len(b) == 1 else b, dtype=float)
+                                                    for n, b in boxes.items()})

@@ -216,7 +216,7 @@ class Estimator(BaseEstimator):
             for oi, o in enumerate(objs):
                 if boxes and o.name not in boxes:
                     continue  # a detector is present and did not see this object
-                box = np.asarray(boxes[o.name], dtype=float) if o.name in boxes else None
+                box = _one_box(boxes[o.name]) if o.name in boxes else None
                 reqs.append(_Request(fi, canonical_prompt(o), obj=oi, box=box))
         return reqs
 
@@ -277,6 +277,7 @@ class Estimator(BaseEstimator):
         with timer("total"):
             reqs = self._requests(frames)
             if not reqs:
+                self.last_timings_ms = {}
                 return results
             with timer("text"):
                 emb = self.text_embeddings([r.prompt for r in reqs])
@@ -288,7 +289,7 @@ class Estimator(BaseEstimator):
                         r.obj = int(torch.argmax(obj_logits[i]))
                         boxes = frames[r.frame].boxes_2d or {}
                         if objs[r.obj].name in boxes:
-                            r.box = np.asarray(boxes[objs[r.obj].name], dtype=float)
+                            r.box = _one_box(boxes[objs[r.obj].name])
                     r.grasp = self.select_grasp(r.prompt, r.obj, grasp_logits[i])
             external = [r.box is not None for r in reqs]
             # pass 1: find each prompted object in the whole (letterboxed) image
@@ -336,10 +337,17 @@ class Estimator(BaseEstimator):
                     pose.mask = self.object_mask(heat, A, fr.rgb.shape[:2])
                     pose.R, pose.t, pose.icp_fitness = self.refine_depth(obj.name, pose.R, pose.t, fr, pose.mask)
                     pose.score *= depth_support(pose.icp_fitness)
+        self.last_timings_ms = dict(timer.ms)
         for poses in results:
             for p in poses:
                 p.timings_ms = dict(timer.ms)
         return results
+
+
+def _one_box(boxes) -> np.ndarray:
+    """One [x0, y0, x1, y1] from an external detection (a box, or Nx4 boxes of several instances: the first;
+    this backend poses one instance per prompt or object)."""
+    return np.atleast_2d(np.asarray(boxes, dtype=float))[0]
 
 
 def _sigmoid(x) -> float:

@@ -104,6 +104,8 @@ class Estimator(abc.ABC):
         self.amp_dtype = resolve_precision(precision, self.device)
         self.config = dict(config or {})
         self._surfaces: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # stage times of the latest call, also when it found nothing (ObjectPose.timings_ms needs a pose)
+        self.last_timings_ms: dict[str, float] = {}
 
     @classmethod
     @abc.abstractmethod

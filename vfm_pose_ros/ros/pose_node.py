@@ -181,6 +181,7 @@ class Stats:
         self.counts: dict[str, int] = defaultdict(int)
         self.latency_ms: deque = deque(maxlen=window)
         self.infer_ms: deque = deque(maxlen=window)
+        self.backbone_ms: deque = deque(maxlen=window)  # the estimator's own backbone time per frame (bench ratio)
         self.last_empty_reason = ""
         self.last_frame_empty = False
         self.last_frame_rejected = False  # the last frame was refused for bad input (diagnostics WARN)
@@ -200,6 +201,10 @@ class Stats:
             self._mark = (now, n_in, n_done)
         dt = max(now - t0, 1e-6)
         return (n_in - n_in0) / dt, (n_done - n_done0) / dt
+
+    def backbone_median(self) -> float | None:
+        with self.lock:
+            return float(np.median(self.backbone_ms)) if self.backbone_ms else None
 
     def percentiles(self) -> tuple[float | None, float | None, float | None]:
         with self.lock:
@@ -498,11 +503,15 @@ def _make_node_class():
             t0 = time.perf_counter()
             if self.tracker is not None:
                 raw = self.tracker.step(frame)
-                self.stats.add("frames_tracked" if self.tracker.last_mode == "track" else "frames_estimated")
+                self.stats.add({"track": "frames_tracked", "roi": "frames_roi"}.get(self.tracker.last_mode,
+                                                                                   "frames_estimated"))
             else:
                 raw = self.estimator.predict(frame)
             with self.stats.lock:
                 self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
+                stages = getattr(self.estimator, "last_timings_ms", {})  # also when nothing was found
+                if "backbone" in stages:
+                    self.stats.backbone_ms.append(float(stages["backbone"]))
             return self._filter(raw)
 
         def _filter(self, raw):
@@ -567,6 +576,7 @@ def _make_node_class():
             fmt = (lambda v: "" if v is None else f"{v:.1f}")
             values = {"input_rate_hz": f"{rate_in:.2f}", "processed_rate_hz": f"{rate_done:.2f}",
                       "latency_p50_ms": fmt(p50), "latency_p95_ms": fmt(p95), "inference_median_ms": fmt(infer),
+                      "backbone_median_ms": fmt(self.stats.backbone_median()),
                       "backend": self.backend, "prompt": self.p["prompt"], "last_empty_reason": last_empty,
                       "sync_unmatched": str(sync_unmatched), "sync_pending": str(sync_pending),
                       "frames_rejected": str(rejected),
