@@ -260,14 +260,16 @@ def write_bag(frames, path: Path, catalogue, n: int | None = None, progress: boo
 
 def measure_pose_node(checkpoint, backend: str, frames: list, workdir: Path, n_frames: int, warmup: int,
                       bag: Path | None = None, device: str = "cpu", precision: str = "auto",
-                      progress: bool = True, probe=None) -> dict:
+                      progress: bool = True, probe=None, extra: dict | None = None) -> dict:
     """Latency image published -> detections received (p50/p95), lockstep replay frames/s, peak RSS.
 
     ``probe`` (pipeline.BackboneProbe of the same model in this process): called after each answered
     frame, while the node waits for the next one, so latency and backbone reference see the same load.
+    ``extra``: further pose node parameters (the tracking-mode run sets tracking_enabled, use_depth false).
     """
     require_ros()
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CameraInfo, Image
     from tqdm import tqdm
     from vision_msgs.msg import Detection3DArray
@@ -276,7 +278,8 @@ def measure_pose_node(checkpoint, backend: str, frames: list, workdir: Path, n_f
     from ..ros.graph import load_pose_defaults
 
     workdir.mkdir(parents=True, exist_ok=True)
-    spec = pose_node_spec(checkpoint, backend, device=device, precision=precision)
+    spec = pose_node_spec(checkpoint, backend, device=device, precision=precision, extra=extra)
+    use_depth = str((extra or {}).get("use_depth", "true")).lower() == "true"
     topics = load_pose_defaults()
     t_start = time.monotonic()
     proc = start_node(spec, workdir)
@@ -285,12 +288,17 @@ def measure_pose_node(checkpoint, backend: str, frames: list, workdir: Path, n_f
     try:
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         pubs = {"info": client.node.create_publisher(CameraInfo, topics["camera_info_topic"], qos),
-                "depth": client.node.create_publisher(Image, topics["depth_topic"], qos),
                 "image": client.node.create_publisher(Image, topics["image_topic"], qos)}
+        if use_depth:
+            pubs["depth"] = client.node.create_publisher(Image, topics["depth_topic"], qos)
         received: dict[int, float] = {}
         sub = client.node.create_subscription(
             Detection3DArray, detections_topic(),
             lambda m: received.setdefault(convert.stamp_to_ns(m.header.stamp), time.monotonic()), qos)
+        node_diag: dict[str, str] = {}  # the node's own view: inference and receive -> publish medians
+        client.node.create_subscription(
+            DiagnosticArray, "/diagnostics",
+            lambda m: node_diag.update({kv.key: kv.value for st in m.status for kv in st.values}), qos)
         ready = client.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values())
                                   and sub.get_publisher_count() >= 1, timeout=900, proc=proc)
         if not ready:
@@ -307,7 +315,8 @@ def measure_pose_node(checkpoint, backend: str, frames: list, workdir: Path, n_f
             image.header = depth.header = info.header = header
             t0 = time.monotonic()
             pubs["info"].publish(info)
-            pubs["depth"].publish(depth)
+            if use_depth:
+                pubs["depth"].publish(depth)
             pubs["image"].publish(image)
             if not client.spin_until(lambda: stamp in received, timeout=300, proc=proc, step=0.01):
                 return None
@@ -315,8 +324,6 @@ def measure_pose_node(checkpoint, backend: str, frames: list, workdir: Path, n_f
 
         for k in range(warmup):  # stamps below any bag's (1 s + i / fps): the node's stamp order stays monotonic
             send(1_000_000 * (k + 1), k)
-        if bag is not None:
-            out["lockstep"] = replay_lockstep(bag, workdir)
         lat, bbs, lost = [], [], 0
         if probe is not None:
             probe()  # warm this process's backbone
@@ -335,12 +342,30 @@ def measure_pose_node(checkpoint, backend: str, frames: list, workdir: Path, n_f
         if bbs:
             out["backbone_alone_ms"] = {**summarize(bbs), "interleaved": True}
             out["ratio_latency_to_backbone"] = round(float(np.median(np.divide(lat, bbs))), 2)
+        # the node's own medians over the same frames (warm-up included), after one more diagnostics period:
+        # inference, received -> published, and the backbone time the estimator spent per frame
+        node_diag.clear()
+        client.spin_until(lambda: bool(node_diag), timeout=5.0)
+        out["node"] = {k: _float_or_none(node_diag.get(k))
+                       for k in ("inference_median_ms", "latency_p50_ms", "backbone_median_ms", "frames_roi",
+                                 "frames_estimated", "frames_tracked")}
+        if lat and out["node"]["backbone_median_ms"]:
+            out["ratio_latency_to_node_backbone"] = round(float(np.median(lat)) / out["node"]["backbone_median_ms"], 2)
+        if bag is not None:
+            out["lockstep"] = replay_lockstep(bag, workdir)
         out["memory_end"] = process_memory_mb(proc.pid)
     finally:
         client.close()
         code = stop_process(proc)
         out["exit_code"] = code
     return out
+
+
+def _float_or_none(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def replay_lockstep(bag: Path, workdir: Path, timeout_s: float = 1800) -> dict:

@@ -180,9 +180,19 @@ def run_bench(opt: BenchOptions, log=print) -> dict:
                 r = measure_pose_node(ckpt, v.backend, frames, work / f"ros_{v.backend}_{v.size}", opt.ros_frames,
                                       opt.warmup, bag=bag, device=device, progress=opt.progress,
                                       probe=functools.partial(infer, probe))
-                del est, probe
                 results["ros"][v.key] = r
                 log(_ros_line(v.key, r))
+                if v.size == "real":
+                    # a camera watching a still scene with tracking on, RGB only: after the first frame the
+                    # tracks' boxes replace detection / localisation, one crop pass per frame (core.tracking)
+                    key = f"{v.key}+tracking"
+                    r = measure_pose_node(ckpt, v.backend, frames[:1], work / f"ros_{v.backend}_{v.size}_tracking",
+                                          opt.ros_frames, opt.warmup, device=device, progress=opt.progress,
+                                          probe=functools.partial(infer, probe),
+                                          extra={"tracking_enabled": "true", "use_depth": "false"})
+                    results["ros"][key] = r
+                    log(_ros_line(key, r))
+                del est, probe
 
     if "evaluator" in want:
         with section(sec, "evaluator", log):
@@ -296,8 +306,10 @@ def _ros_line(key: str, r: dict) -> str:
     lat = r.get("latency_ms") or {}
     ls = r.get("lockstep") or {}
     mem = (r.get("memory_end") or {}).get("peak_rss_mb")
+    node = r.get("node") or {}
     return (f"  {key} through ROS: p50 {lat.get('p50')} ms, p95 {lat.get('p95')} ms, lost {r.get('lost')}, "
-            f"latency / backbone alone {r.get('ratio_latency_to_backbone')}; "
+            f"latency / backbone alone {r.get('ratio_latency_to_backbone')}; in the node: inference p50 "
+            f"{node.get('inference_median_ms')} ms, received -> published p50 {node.get('latency_p50_ms')} ms; "
             f"lockstep {ls.get('fps')} frames/s; pose node peak RSS {mem} MB")
 
 
@@ -320,12 +332,17 @@ def targets(res: dict) -> list[dict]:
             add(f"{label}: ROS e2e / backbone alone (median of per-frame ratios, fp32)",
                 r.get("ratio_latency_to_backbone"), 1.2, "<=",
                 f"{p['backbone_images_per_frame']} backbone images per frame" if p else "")
-            own = (p or {}).get("stages_ms", {}).get("backbone")
-            lat = (r.get("latency_ms") or {}).get("p50")
-            if own and lat:  # a two-stage pipeline runs the backbone on several images per frame
-                add(f"{label}: ROS e2e p50 / the pipeline's own backbone time per frame (fp32, in-process median)",
-                    round(lat / own, 2), 1.2, "<=",
-                    f"{p['backbone_images_per_frame']} backbone images per frame")
+            # a two-stage pipeline runs the backbone on several images per frame: the node reports the backbone
+            # time its estimator spent on these same frames, so this ratio is free of run-to-run drift
+            add(f"{label}: ROS e2e p50 / the node's own backbone time per frame (fp32, same frames)",
+                r.get("ratio_latency_to_node_backbone"), 1.2, "<=",
+                f"{p['backbone_images_per_frame']} backbone images per frame" if p else "")
+        rt = res.get("ros", {}).get(f"{key}+tracking")
+        if rt is not None:
+            node = rt.get("node") or {}
+            add(f"{label}: ROS e2e / backbone alone, tracking mode (tracks' boxes, one crop pass; RGB, fp32)",
+                rt.get("ratio_latency_to_backbone"), 1.2, "<=",
+                f"frames in tracking mode (roi) {node.get('frames_roi')}, full {node.get('frames_estimated')}")
         if p:
             add(f"{label}: in-process e2e / backbone alone (fp32)", p["ratio_e2e_inproc_to_backbone"], 1.2, "<=")
             ext = p.get("external_box")
@@ -393,20 +410,23 @@ def format_tables(res: dict) -> str:
                       "2D box, a single crop pass)", _table(head, rows)]
     ros = res.get("ros", {})
     if ros:
-        head = ["variant", "p50 ms", "p95 ms", "bb alone ms", "ratio", "lost", "lockstep fps", "answered",
-                "startup s", "RSS loaded MB", "peak RSS MB"]
+        head = ["variant", "p50 ms", "p95 ms", "bb alone ms", "ratio", "node infer ms", "node bb ms", "ratio node bb",
+                "lost", "lockstep fps", "answered", "startup s", "RSS loaded MB", "peak RSS MB"]
         rows = []
         for key, r in ros.items():
-            lat, ls = r.get("latency_ms") or {}, r.get("lockstep") or {}
+            lat, ls, node = r.get("latency_ms") or {}, r.get("lockstep") or {}, r.get("node") or {}
             rows.append([key, _fmt(lat.get("p50")), _fmt(lat.get("p95")),
                          _fmt((r.get("backbone_alone_ms") or {}).get("median")),
-                         _fmt(r.get("ratio_latency_to_backbone"), 2), _fmt(r.get("lost")), _fmt(ls.get("fps")),
-                         f"{ls.get('frames_answered')}/{ls.get('frames_sent')}", _fmt(r.get("startup_s")),
+                         _fmt(r.get("ratio_latency_to_backbone"), 2), _fmt(node.get("inference_median_ms")),
+                         _fmt(node.get("backbone_median_ms")), _fmt(r.get("ratio_latency_to_node_backbone"), 2),
+                         _fmt(r.get("lost")), _fmt(ls.get("fps")),
+                         f"{ls.get('frames_answered')}/{ls.get('frames_sent')}" if ls else "-", _fmt(r.get("startup_s")),
                          _fmt((r.get("memory_after_load") or {}).get("rss_mb")),
                          _fmt((r.get("memory_end") or {}).get("peak_rss_mb"))])
         lines += ["", "Through ROS (pose node process, real DDS): image published -> detections received; bb alone = "
                       "the same backbone in the bench process right after each frame; ratio = median per-frame "
-                      "latency / bb",
+                      "latency / bb; node infer / node bb = the node's own medians over the same frames (estimator "
+                      "call, backbone time within it); +tracking = a still scene, tracking on, RGB only",
                   _table(head, rows)]
     other = []
     for q, t in (res.get("transport") or {}).items():

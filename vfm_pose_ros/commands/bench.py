@@ -6,7 +6,7 @@
 
 Prints each section as it completes, then the tables and the issue's targets, and writes
 everything (with the machine's CPU count, torch threads and load average) to --out as JSON.
-On a shared, loaded CPU set OMP_WAIT_POLICY=PASSIVE (for this process and the nodes it starts):
+OMP_WAIT_POLICY defaults to PASSIVE here as in the pose node (override it in the environment):
 spinning OpenMP threads waiting for a busy core made the ViT-B/14 backbone 2-3 times slower here.
 The real architectures (DINOv2 ViT-B/14 at 224, CLIP ViT-B/32) are measured with random
 weights: latency does not depend on weight values, and no weights can be downloaded here.
@@ -98,6 +98,9 @@ def options_from_args(args):
 
 def run(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: never wait on the hub
+    # as in the pose node (ros.env.configure_ros_env), before torch is imported: the backbone probes in this
+    # process must not leave OpenMP threads spinning on the cores the node is about to use
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         opt = options_from_args(args)
     except ValueError as exc:
