@@ -268,8 +268,8 @@ def measure_pose_node(checkpoint, backend: str, frames: list, workdir: Path, n_f
     ``extra``: further pose node parameters (the tracking-mode run sets tracking_enabled, use_depth false).
     """
     require_ros()
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
     from tqdm import tqdm
     from vision_msgs.msg import Detection3DArray

@@ -420,7 +420,8 @@ def format_tables(res: dict) -> str:
                          _fmt(r.get("ratio_latency_to_backbone"), 2), _fmt(node.get("inference_median_ms")),
                          _fmt(node.get("backbone_median_ms")), _fmt(r.get("ratio_latency_to_node_backbone"), 2),
                          _fmt(r.get("lost")), _fmt(ls.get("fps")),
-                         f"{ls.get('frames_answered')}/{ls.get('frames_sent')}" if ls else "-", _fmt(r.get("startup_s")),
+                         f"{ls.get('frames_answered')}/{ls.get('frames_sent')}" if ls else "-",
+                         _fmt(r.get("startup_s")),
                          _fmt((r.get("memory_after_load") or {}).get("rss_mb")),
                          _fmt((r.get("memory_end") or {}).get("peak_rss_mb"))])
         lines += ["", "Through ROS (pose node process, real DDS): image published -> detections received; bb alone = "
