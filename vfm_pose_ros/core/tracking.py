@@ -14,11 +14,11 @@ Two parts:
   ``estimator.track(frame, previous)`` (a warm start of ICP from the predicted poses that skips
   detection and keypoints, see :func:`warm_start_icp`); when that returns None (ICP fitness below
   ``min_fitness``, an object lost) or every ``redetect_every`` frames it runs the full
-  ``estimator.predict(frame)``. Without depth (or when the warm start fails) it still reuses the
-  tracks: their boxes, projected at the predicted poses, reach the estimator as external detections
-  (``Frame.boxes_2d``, :meth:`PoseTracker.roi_frame`), so it skips its detection / localisation pass
-  and runs one crop pass per tracked object (one backbone call per frame for one prompted object
-  instead of two or three). Both results go through the filter.
+  ``estimator.predict(frame)``. Without depth (or with an estimator that has no ``track``) it still
+  reuses the tracks: their 2D boxes reach the estimator as external detections (``Frame.boxes_2d``,
+  :meth:`PoseTracker.roi_frame`), so it skips its detection / localisation pass and runs one crop
+  pass per tracked object (one backbone call per frame for one prompted object instead of two or
+  three). Both results go through the filter.
 
 Hand-written: no maintained Python library provides an SO(3) alpha-beta filter with outlier gating
 and symmetry-aware association for object poses (filterpy and similar are vector-space Kalman
@@ -52,7 +52,7 @@ class TrackingConfig:
     warm_start: bool = True  # tracking mode: ICP from the last pose instead of full estimation
     min_fitness: float = 0.6  # tracking mode: a warm start whose fit (WarmStart.coverage) is below this -> full
     redetect_every: int = 15  # tracking mode: a full estimation at least every N frames (new objects, drift)
-    roi_reuse: bool = True  # tracking mode: the tracks' projected boxes replace detection (crop pass only)
+    roi_reuse: bool = True  # tracking mode: the tracks' 2D boxes replace detection (crop pass only)
     association_gate: float = 1.5  # measurements farther than this many diameters from a track start a new one
 
     def __post_init__(self):
