@@ -99,3 +99,23 @@ def test_transport_through_dds(tmp_path):
     _positive(rel, "latency_ms", "p50")
     _positive(rel, "publisher", "numpy_to_image_ms", "median")
     assert any(t["target"].startswith("VGA convert") for t in res["targets"])
+
+
+@pytest.mark.ros
+def test_pose_node_latency_against_its_own_backbone_time(tmp_path, tiny_clip_checkpoint):
+    """The ROS section's numbers come from a real pose node: latency per frame, and the node's own medians over
+    the same frames (inference, backbone time inside it) from /diagnostics; tracking mode runs the crop pass only."""
+    pytest.importorskip("vision_msgs.msg", reason="vision_msgs not built")
+    from vfm_pose_ros.bench.common import default_catalogue, synthetic_frames
+    from vfm_pose_ros.bench.rosgraph import measure_pose_node
+
+    frames = synthetic_frames(default_catalogue(), 1, width=160, height=120)
+    r = measure_pose_node(tiny_clip_checkpoint, "clip", frames, tmp_path / "plain", n_frames=4, warmup=1,
+                          progress=False)
+    assert r["lost"] == 0 and r["latency_ms"]["n"] == 4
+    node = r["node"]
+    assert 0 < node["backbone_median_ms"] <= node["inference_median_ms"] <= node["latency_p50_ms"]
+    assert r["ratio_latency_to_node_backbone"] >= 1.0
+    t = measure_pose_node(tiny_clip_checkpoint, "clip", frames, tmp_path / "tracking", n_frames=4, warmup=1,
+                          progress=False, extra={"tracking_enabled": "true", "use_depth": "false"})
+    assert t["lost"] == 0 and t["node"]["frames_roi"] >= 3  # every frame after the first uses the track's box
