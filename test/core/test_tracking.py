@@ -228,9 +228,9 @@ def test_tracker_restarts_when_time_goes_backwards_or_prompt_changes():
 
 
 def test_tracker_reuses_the_tracks_boxes_without_depth(catalogue):
-    """RGB only: after one full estimation the tracks' projected boxes reach the estimator as external
-    detections (one crop pass instead of detection + crops); losing the object, or the periodic
-    re-detection, runs the full estimation again."""
+    """RGB only: after one full estimation the tracks' boxes (the estimator's own, else the 3D box projected at
+    the predicted pose) reach the estimator as external detections (one crop pass instead of detection +
+    crops); losing the object, or the periodic re-detection, runs the full estimation again."""
     from vfm_pose_ros.core.transforms import project_object
 
     R = axis_angle_to_matrix([0.3, -0.6, 0.2])

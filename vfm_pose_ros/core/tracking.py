@@ -456,28 +456,26 @@ class PoseTracker:
         measured = None
         warm_failed = False
         cfg = self.config
-        if (cfg.warm_start and frame.depth is not None and hasattr(self.estimator, "track")
-                and self._since_full < max(1, int(cfg.redetect_every)) - 1):
-            previous = self.filter.predicted(stamp)
-            if previous:
-                measured = self.estimator.track(frame, previous, min_fitness=cfg.min_fitness)
-                if measured is None:
-                    self.stats.fallbacks += 1
-                    warm_failed = True  # the depth says the objects left their predicted poses: look everywhere
+        # a full estimation at least every redetect_every frames; otherwise the tracks' predictions guide this one
+        previous = self.filter.predicted(stamp) if self._since_full < max(1, int(cfg.redetect_every)) - 1 else []
+        if previous and cfg.warm_start and frame.depth is not None and hasattr(self.estimator, "track"):
+            measured = self.estimator.track(frame, previous, min_fitness=cfg.min_fitness)
+            if measured is None:
+                self.stats.fallbacks += 1
+                warm_failed = True  # the depth says the objects left their predicted poses: look everywhere
         if measured is not None:
             self.stats.tracked += 1
             self._since_full += 1
             self.last_mode = "track"
             return self.filter.update(stamp, measured)
-        roi = (self.roi_frame(frame, self.filter.predicted(stamp)) if cfg.roi_reuse and not warm_failed
-               and self._since_full < max(1, int(cfg.redetect_every)) - 1 else None)
+        roi = self.roi_frame(frame, previous) if cfg.roi_reuse and not warm_failed else None
         if roi is not None:
             measured = self.estimator.predict(roi)
-        if measured:  # every tracked object lost inside its box: a full estimation looks everywhere
+        if measured:
             self.stats.roi += 1
             self._since_full += 1
             self.last_mode = "roi"
-        else:
+        else:  # no track, a periodic re-detection, or every tracked object lost inside its box: look everywhere
             measured = self.estimator.predict(frame)
             self.stats.full += 1
             self._since_full = 0

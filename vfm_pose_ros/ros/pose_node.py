@@ -202,18 +202,16 @@ class Stats:
         dt = max(now - t0, 1e-6)
         return (n_in - n_in0) / dt, (n_done - n_done0) / dt
 
-    def backbone_median(self) -> float | None:
-        with self.lock:
-            return float(np.median(self.backbone_ms)) if self.backbone_ms else None
-
-    def percentiles(self) -> tuple[float | None, float | None, float | None]:
+    def percentiles(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """(latency p50, latency p95, inference median, backbone median) over the window; None before any frame."""
         with self.lock:
             lat = np.array(self.latency_ms, float)
             inf = np.array(self.infer_ms, float)
+            backbone = np.array(self.backbone_ms, float)
         if not len(lat):
-            return None, None, None
-        return float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), (float(np.median(inf)) if len(inf)
-                                                                                else None)
+            return None, None, None, None
+        median = (lambda a: float(np.median(a)) if len(a) else None)
+        return float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), median(inf), median(backbone)
 
 
 def _make_node_class():
@@ -564,7 +562,7 @@ def _make_node_class():
         def diagnostics(self):
             """The DiagnosticStatus for the current counters (also used by tests)."""
             rate_in, rate_done = self.stats.rates()
-            p50, p95, infer = self.stats.percentiles()
+            p50, p95, infer, backbone = self.stats.percentiles()
             with self.stats.lock:
                 counts = dict(self.stats.counts)
                 last_empty = self.stats.last_empty_reason
@@ -576,7 +574,7 @@ def _make_node_class():
             fmt = (lambda v: "" if v is None else f"{v:.1f}")
             values = {"input_rate_hz": f"{rate_in:.2f}", "processed_rate_hz": f"{rate_done:.2f}",
                       "latency_p50_ms": fmt(p50), "latency_p95_ms": fmt(p95), "inference_median_ms": fmt(infer),
-                      "backbone_median_ms": fmt(self.stats.backbone_median()),
+                      "backbone_median_ms": fmt(backbone),
                       "backend": self.backend, "prompt": self.p["prompt"], "last_empty_reason": last_empty,
                       "sync_unmatched": str(sync_unmatched), "sync_pending": str(sync_pending),
                       "frames_rejected": str(rejected),
