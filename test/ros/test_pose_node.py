@@ -109,12 +109,19 @@ class Feeder:
                 return d
         return None
 
-    def counters(self) -> dict:
-        """The pose node's latest diagnostics values (waits for the next /diagnostics message)."""
+    def counters(self, until=lambda c: True, timeout=10.0) -> dict:
+        """The pose node's diagnostics values from the next /diagnostics message for which ``until`` holds.
+
+        The node counts a frame as processed just after publishing its answer, so a message taken
+        between the two lags by one frame: tests that compare counts wait for them to settle.
+        """
+        def latest():
+            status = [s for m in self.diagnostics for s in m.status if s.name.startswith("/vfm_pose:")][-1]
+            return {kv.key: kv.value for kv in status.values} | {"_message": status.message}
+
         n0 = len(self.diagnostics)
-        self.spin_until(lambda: len(self.diagnostics) > n0, 10)
-        status = [s for m in self.diagnostics for s in m.status if s.name.startswith("/vfm_pose:")][-1]
-        return {kv.key: kv.value for kv in status.values} | {"_message": status.message}
+        self.spin_until(lambda: len(self.diagnostics) > n0 and until(latest()), timeout)
+        return latest()
 
     def set_prompt(self, prompt: str):
         from rclpy.parameter import Parameter
@@ -182,7 +189,7 @@ def test_pose_node_end_to_end(pose_node):
     stamp += 100_000_000
     assert f.send(stamp, encoding="yuv422").detections == []
 
-    c = f.counters()
+    c = f.counters(until=lambda c: c["frames_processed"] == c["frames_in"])
     assert c["no_camera_info"] == "1" and c["rejected_bad_encoding"] == "1"
     assert c["frames_processed"] == c["frames_in"] == str(2 + len(convert.COLOR_ENCODINGS))
     assert float(c["latency_p50_ms"]) > 0 and c["backend"] == "clip"
@@ -214,7 +221,7 @@ def test_pose_node_end_to_end(pose_node):
         stamp += 10_000_000
         f.send(stamp, wait=False)
     assert f.spin_until(lambda: f.answer(stamp) is not None, 60)
-    c = f.counters()
+    c = f.counters(until=lambda c: int(c["frames_processed"]) + int(c["dropped_stale"]) == int(c["frames_in"]))
     assert int(c["dropped_stale"]) >= 1
     assert int(c["frames_processed"]) + int(c["dropped_stale"]) == int(c["frames_in"])
 
