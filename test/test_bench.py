@@ -115,6 +115,9 @@ def test_pose_node_latency_against_its_own_backbone_time(tmp_path, tiny_clip_che
     assert r["lost"] == 0 and r["latency_ms"]["n"] == 4
     node = r["node"]
     assert 0 < node["backbone_median_ms"] <= node["inference_median_ms"] <= node["latency_p50_ms"]
+    stages = node["stages_ms"]  # the CLIP estimator's stages, each a part of its whole call
+    assert {"preprocess", "text", "backbone", "head", "total"} <= set(stages)
+    assert stages["backbone"] + stages["head"] <= stages["total"] <= node["inference_median_ms"]
     assert r["ratio_latency_to_node_backbone"] >= 1.0
     t = measure_pose_node(tiny_clip_checkpoint, "clip", frames, tmp_path / "tracking", n_frames=4, warmup=1,
                           progress=False, extra={"tracking_enabled": "true", "use_depth": "false"})

@@ -193,6 +193,8 @@ def test_pose_node_end_to_end(pose_node):
     assert c["no_camera_info"] == "1" and c["rejected_bad_encoding"] == "1"
     assert c["frames_processed"] == c["frames_in"] == str(2 + len(convert.COLOR_ENCODINGS))
     assert float(c["latency_p50_ms"]) > 0 and c["backend"] == "clip"
+    assert 0 < float(c["stage_backbone_median_ms"]) <= float(c["stage_total_median_ms"]) \
+        <= float(c["inference_median_ms"])
 
     # TF: camera optical frame -> <name>_<k> -> <name>_<k>_grasp_<grasp>
     f.spin_until(lambda: len(f.tf) > 0, 5)
@@ -262,3 +264,17 @@ def test_select_poses_never_passes_invalid_poses_and_withholds_low_scores():
     assert only_low.poses == [] and "below score_threshold 0.30 (best can_like 0.10)" in only_low.reason
     assert select_poses([], cat, 0.3, prompt="the can").reason == "no object found for prompt 'the can'"
     assert "invalid pose" in select_poses(raw[3:4], cat, 0.3).reason
+
+
+def test_stage_medians_count_a_stage_that_did_not_run_as_zero():
+    """A tracked frame that skips the network adds 0 ms backbone, so latency / backbone stays per frame."""
+    from vfm_pose_ros.ros.pose_node import Stats
+
+    stats = Stats(window=10)
+    stats.latency_ms.extend([10.0, 10.0, 10.0])
+    stats.add_stages({"backbone": 8.0, "head": 1.0})
+    stats.add_stages({"head": 1.0})  # the tracker warm-started from depth: no backbone call
+    stats.add_stages({"backbone": 6.0, "head": 1.0, "icp": 3.0})
+    _, _, _, stages = stats.percentiles()
+    assert stages == {"backbone": 6.0, "head": 1.0, "icp": 3.0}
+    assert list(stats.stage_ms["backbone"]) == [8.0, 0.0, 6.0]

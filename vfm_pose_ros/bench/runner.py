@@ -429,6 +429,14 @@ def format_tables(res: dict) -> str:
                       "latency / bb; node infer / node bb = the node's own medians over the same frames (estimator "
                       "call, backbone time within it); +tracking = a still scene, tracking on, RGB only",
                   _table(head, rows)]
+        stage_names = list(dict.fromkeys(n for r in ros.values() for n in ((r.get("node") or {}).get("stages_ms")
+                                                                           or {})))
+        if stage_names:
+            rows = [[key, *(_fmt(((r.get("node") or {}).get("stages_ms") or {}).get(n)) for n in stage_names)]
+                    for key, r in ros.items()]
+            lines += ["", "Inside the pose node over the same frames: the estimator's stage medians, ms per frame "
+                          "(/diagnostics stage_<name>_median_ms; 0 where a stage did not run on a frame)",
+                      _table(["variant", *stage_names], rows)]
     other = []
     for q, t in (res.get("transport") or {}).items():
         lat = t["latency_ms"]

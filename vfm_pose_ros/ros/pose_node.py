@@ -181,7 +181,9 @@ class Stats:
         self.counts: dict[str, int] = defaultdict(int)
         self.latency_ms: deque = deque(maxlen=window)
         self.infer_ms: deque = deque(maxlen=window)
-        self.backbone_ms: deque = deque(maxlen=window)  # the estimator's own backbone time per frame (bench ratio)
+        # the estimator's own time per stage and frame (backbone, head, icp, ...): where a frame's time goes,
+        # and the bench's ratio of latency to the backbone time of the same frames; 0 where a stage did not run
+        self.stage_ms: dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
         self.last_empty_reason = ""
         self.last_frame_empty = False
         self.last_frame_rejected = False  # the last frame was refused for bad input (diagnostics WARN)
@@ -202,16 +204,22 @@ class Stats:
         dt = max(now - t0, 1e-6)
         return (n_in - n_in0) / dt, (n_done - n_done0) / dt
 
-    def percentiles(self) -> tuple[float | None, float | None, float | None, float | None]:
-        """(latency p50, latency p95, inference median, backbone median) over the window; None before any frame."""
+    def add_stages(self, stages_ms: dict[str, float]) -> None:
+        """One frame's stage times; every stage seen before gets a value (0 where it did not run this frame)."""
+        with self.lock:
+            for name in set(self.stage_ms) | set(stages_ms):
+                self.stage_ms[name].append(float(stages_ms.get(name, 0.0)))
+
+    def percentiles(self) -> tuple[float | None, float | None, float | None, dict[str, float]]:
+        """(latency p50, latency p95, inference median, {stage: median}) over the window; None before any frame."""
         with self.lock:
             lat = np.array(self.latency_ms, float)
             inf = np.array(self.infer_ms, float)
-            backbone = np.array(self.backbone_ms, float)
+            stages = {name: float(np.median(v)) for name, v in self.stage_ms.items() if len(v)}
         if not len(lat):
-            return None, None, None, None
-        median = (lambda a: float(np.median(a)) if len(a) else None)
-        return float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), median(inf), median(backbone)
+            return None, None, None, stages
+        return float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), \
+            (float(np.median(inf)) if len(inf) else None), stages
 
 
 def _make_node_class():
@@ -498,6 +506,7 @@ def _make_node_class():
                 self._warn_every("frames_with_nonfinite_depth", check.warnings[0])
             frame = Frame(rgb=rgb, K=K, depth=check.depth, prompt=self.p["prompt"] or None, stamp_ns=stamp_ns,
                           frame_id=image.header.frame_id)
+            self.estimator.last_timings_ms = {}  # a tracked frame may not call the estimator at all
             t0 = time.perf_counter()
             if self.tracker is not None:
                 raw = self.tracker.step(frame)
@@ -507,9 +516,7 @@ def _make_node_class():
                 raw = self.estimator.predict(frame)
             with self.stats.lock:
                 self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
-                stages = getattr(self.estimator, "last_timings_ms", {})  # also when nothing was found
-                if "backbone" in stages:
-                    self.stats.backbone_ms.append(float(stages["backbone"]))
+            self.stats.add_stages(self.estimator.last_timings_ms)  # also when nothing was found
             return self._filter(raw)
 
         def _filter(self, raw):
@@ -562,7 +569,7 @@ def _make_node_class():
         def diagnostics(self):
             """The DiagnosticStatus for the current counters (also used by tests)."""
             rate_in, rate_done = self.stats.rates()
-            p50, p95, infer, backbone = self.stats.percentiles()
+            p50, p95, infer, stages = self.stats.percentiles()
             with self.stats.lock:
                 counts = dict(self.stats.counts)
                 last_empty = self.stats.last_empty_reason
@@ -574,11 +581,11 @@ def _make_node_class():
             fmt = (lambda v: "" if v is None else f"{v:.1f}")
             values = {"input_rate_hz": f"{rate_in:.2f}", "processed_rate_hz": f"{rate_done:.2f}",
                       "latency_p50_ms": fmt(p50), "latency_p95_ms": fmt(p95), "inference_median_ms": fmt(infer),
-                      "backbone_median_ms": fmt(backbone),
                       "backend": self.backend, "prompt": self.p["prompt"], "last_empty_reason": last_empty,
                       "sync_unmatched": str(sync_unmatched), "sync_pending": str(sync_pending),
                       "frames_rejected": str(rejected),
                       "frames_pending": str(counts.get("frames_in", 0) - counts.get("dropped_stale", 0) - outcomes)}
+            values.update({f"stage_{name}_median_ms": fmt(ms) for name, ms in sorted(stages.items())})
             for key in ("images_in", "frames_in", "frames_processed", "frames_inferred", "dropped_stale", "failed",
                         "no_camera_info", "withheld_low_score", "empty_results", "objects_published"):
                 values[key] = str(counts.get(key, 0))
