@@ -350,8 +350,9 @@ def measure_pose_node(checkpoint, backend: str, frames: list, workdir: Path, n_f
                        for k in ("inference_median_ms", "latency_p50_ms", "frames_roi", "frames_estimated",
                                  "frames_tracked")}
         # where the node's inference time goes: the estimator's own stage medians (preprocess, backbone, head, icp..)
-        out["node"]["stages_ms"] = {k[len("stage_"):-len("_median_ms")]: _float_or_none(v)
-                                    for k, v in node_diag.items() if k.startswith("stage_") and k.endswith("_median_ms")}
+        stage_keys = [k for k in node_diag if k.startswith("stage_") and k.endswith("_median_ms")]
+        out["node"]["stages_ms"] = {k[len("stage_"):-len("_median_ms")]: _float_or_none(node_diag[k])
+                                    for k in stage_keys}
         out["node"]["backbone_median_ms"] = out["node"]["stages_ms"].get("backbone")
         if lat and out["node"]["backbone_median_ms"]:
             out["ratio_latency_to_node_backbone"] = round(float(np.median(lat)) / out["node"]["backbone_median_ms"], 2)
