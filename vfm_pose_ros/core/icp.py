@@ -17,9 +17,15 @@ Registration direction: the *observed* points are the source and the model (in t
 camera frame, with its mesh normals) is the target, so point-to-plane uses exact
 model normals rather than normals estimated from noisy depth, and every observed
 point (all on the visible surface) finds its partner on the model's visible side.
+
+Threads: the starts are independent ICP runs and Open3D's registration, like SciPy's KD-tree
+queries, releases the GIL, so they run on a small shared thread pool (``threads``; by default
+the cores this process may use, at most 8). Results do not depend on the thread count.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +44,27 @@ class ICPResult:
     score: float  # the multi-start selection score (see refine_icp)
     start: int  # index of the winning start (0 = the given pose)
     n_observed: int
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def resolve_threads(threads: int | None = None) -> int:
+    """Threads for the depth stage: ``threads`` when > 0, else the cores this process may use (at most 8)."""
+    if threads and threads > 0:
+        return int(threads)
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def parallel_map(fn, items, threads: int | None = None) -> list:
+    """``[fn(x) for x in items]`` on a shared pool of ``threads`` threads (in order; serial for one thread)."""
+    items = list(items)
+    n = resolve_threads(threads)
+    if n == 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="vfm-icp")
+    return list(_POOLS[n].map(fn, items))
 
 
 def estimate_normals(points, k: int = 16) -> np.ndarray:
@@ -97,7 +124,8 @@ def uniform_rotations(n: int, seed: int = 0) -> np.ndarray:
 
 def depth_hypotheses(model_points, model_normals, observed, diameter: float, rotations,
                      *, model_tree=None, n_model: int = 256, n_observed: int = 256, top: int = 6,
-                     min_separation_deg: float = 30.0, tolerance: float = 0.1) -> list[tuple[np.ndarray, np.ndarray]]:
+                     min_separation_deg: float = 30.0, tolerance: float = 0.1, threads: int | None = None,
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The ``top`` best, mutually distinct poses among ``rotations`` (Nx3x3), each translated so its
     camera-facing model points centre on the cloud, scored without ICP.
 
@@ -105,7 +133,8 @@ def depth_hypotheses(model_points, model_normals, observed, diameter: float, rot
     model (is every observed point on the object?) and camera-facing model points to the cloud (is the
     visible side there?). Visibility is judged against the ray to the cloud's centroid, which is
     what makes this vectorise over all rotations at once. All rotations are screened on a quarter of
-    the points; the best eighth of them (at least 8 x ``top``) are scored on all."""
+    the points; the best eighth of them (at least 8 x ``top``) are scored on all. ``threads`` share the
+    KD-tree look-ups."""
     obs = np.asarray(observed, dtype=np.float64)
     pts = np.asarray(model_points, dtype=np.float64)
     nrm = np.asarray(model_normals, dtype=np.float64)
@@ -118,6 +147,7 @@ def depth_hypotheses(model_points, model_normals, observed, diameter: float, rot
     tau = tolerance * diameter
     model_tree = model_tree if model_tree is not None else cKDTree(pts)
     obs_tree = cKDTree(obs)
+    workers = resolve_threads(threads)
 
     def score(Rs, P, N, Q):
         view = np.einsum("nji,j->ni", Rs, c)  # the centroid's direction in each hypothesis' object frame
@@ -127,11 +157,11 @@ def depth_hypotheses(model_points, model_normals, observed, diameter: float, rot
         ts = c[None] - np.einsum("nij,nj->ni", Rs, vis_centre)
         # observed -> model, in each hypothesis' object frame
         q_obj = np.einsum("nji,nmj->nmi", Rs, Q[None] - ts[:, None])
-        d1, _ = model_tree.query(q_obj.reshape(-1, 3), distance_upper_bound=tau)
+        d1, _ = model_tree.query(q_obj.reshape(-1, 3), distance_upper_bound=tau, workers=workers)
         s1 = np.minimum(d1, tau).reshape(len(Rs), -1).mean(1) / tau
         # camera-facing model -> observed
         m_cam = np.einsum("nij,pj->npi", Rs, P) + ts[:, None]
-        d2, _ = obs_tree.query(m_cam.reshape(-1, 3), distance_upper_bound=tau)
+        d2, _ = obs_tree.query(m_cam.reshape(-1, 3), distance_upper_bound=tau, workers=workers)
         d2 = np.minimum(d2, tau).reshape(len(Rs), -1) / tau
         s2 = (d2 * vis).sum(1) / np.maximum(cnt, 1)
         out = 1.0 - 0.5 * (s1 + s2)
@@ -174,6 +204,7 @@ def refine_icp(
     min_points: int = 30,
     max_model_points: int = 3000,
     coarse_observed: int = 600,
+    threads: int | None = None,
 ) -> ICPResult | None:
     """Refine (R0, t0) so the model's visible surface meets the observed cloud (camera frame, metres).
 
@@ -185,7 +216,8 @@ def refine_icp(
     has the best score = mean of (observed->model fitness, visible-model->observed coverage) minus
     0.5 * rmse / threshold (at least 1.5 x the model's sample spacing): fitness alone rewards poses
     whose model merely *contains* the observed points, the coverage term penalises them.
-    Returns None when the cloud has fewer than ``min_points`` points.
+    Returns None when the cloud has fewer than ``min_points`` points. The starts run on ``threads``
+    threads (see the module docstring).
     """
     import open3d as o3d
 
@@ -271,19 +303,25 @@ def refine_icp(
         starts.append({"R": R, "t": t, "target": target, "T": np.eye(4)})
     # coarse pass for every start; the finer passes only for the most promising ones (ICP is the cost),
     # always including the best start near the given pose
-    for st in starts:
+    mid = thresholds[min(1, len(thresholds) - 1)] * diameter
+
+    def coarse(st):
         run(st, thresholds[:1], coarse_source)
+        return evaluate(st, mid)[0] if len(starts) > refine_top else 0.0
+
+    def fine(st):
+        run(st, thresholds[1:])
+        return evaluate(st, final_thr)
+
+    coarse_scores = parallel_map(coarse, starts, threads)
     if len(starts) > refine_top:
-        mid = thresholds[min(1, len(thresholds) - 1)] * diameter
-        order = np.argsort([-evaluate(st, mid)[0] for st in starts], kind="stable").tolist()
+        order = np.argsort(-np.asarray(coarse_scores), kind="stable").tolist()
         best_local = next(k for k in order if k < n_local)
         keep = sorted(set(order[:refine_top]) | {best_local})
     else:
         keep = list(range(len(starts)))
     best, best_rank = None, -np.inf
-    for k in keep:
-        run(starts[k], thresholds[1:])
-        score, fitness, rmse, Rr, tr = evaluate(starts[k], final_thr)
+    for k, (score, fitness, rmse, Rr, tr) in zip(keep, parallel_map(fine, [starts[k] for k in keep], threads)):
         # an extra (global) start must beat the given pose's neighbourhood clearly: on partial clouds
         # a wrong pose can fit about as well, and then the RGB evidence decides
         rank = score - (extra_margin if k >= n_local else 0.0)
@@ -298,7 +336,8 @@ _GLOBAL_ROTATIONS: dict[int, np.ndarray] = {}
 
 def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, n_starts: int = 7,
                       min_fitness: float = 0.3, max_observed: int = 2500, global_rotations: int = 0,
-                      global_starts: int = 4, trust_pose: bool | None = None, good_fitness: float = 0.8):
+                      global_starts: int = 4, trust_pose: bool | None = None, good_fitness: float = 0.8,
+                      threads: int | None = None):
     """The depth stage both backends share: clean the masked depth cloud, ICP the model into it, and keep
     the RGB pose when the cloud is too small, or the fit too poor and the RGB pose plausible (trusted).
     Returns (R, t, fitness or None).
@@ -307,7 +346,8 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
     (:func:`depth_hypotheses`) to the starts, for RGB rotations that may be far off. They must beat the
     given pose's neighbourhood by a margin unless the pose is not trusted: ``trust_pose`` False, or None
     and the pose puts the model's centre more than a diameter away from the cloud's. A trusted pose whose
-    local refinement reaches ``good_fitness`` skips the global search (most of the stage's cost)."""
+    local refinement reaches ``good_fitness`` skips the global search (most of the stage's cost). ``threads``:
+    see the module docstring."""
     observed = np.asarray(observed, dtype=float)
     if len(observed) >= 30:
         observed = clean_observed(observed, z_window=0.6 * diameter)
@@ -323,22 +363,23 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
     res = None
     if trust_pose:  # local starts first; the global search only when they do not fit well
         res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter,
-                         n_starts=n_starts)
+                         n_starts=n_starts, threads=threads)
         if res is not None and res.fitness >= good_fitness:
             return res.R, res.t, res.fitness
     if global_rotations > 0 and global_starts > 0:
         if global_rotations not in _GLOBAL_ROTATIONS:
             _GLOBAL_ROTATIONS[global_rotations] = uniform_rotations(global_rotations)
         extra = depth_hypotheses(model_points, model_normals, observed, diameter,
-                                 _GLOBAL_ROTATIONS[global_rotations], top=global_starts)
+                                 _GLOBAL_ROTATIONS[global_rotations], top=global_starts, threads=threads)
         # the local winner (or the untrusted pose's neighbourhood) against the global hypotheses
         R_l, t_l, n_l = (res.R, res.t, 1) if res is not None else (R, t, n_starts)
         glob = refine_icp(R_l, t_l, model_points, observed, model_normals=model_normals, diameter=diameter,
-                          n_starts=n_l, extra_starts=extra, extra_margin=0.1 if trust_pose else 0.0)
+                          n_starts=n_l, extra_starts=extra, extra_margin=0.1 if trust_pose else 0.0,
+                          threads=threads)
         res = glob if glob is not None else res
     elif res is None:
         res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter,
-                         n_starts=n_starts)
+                         n_starts=n_starts, threads=threads)
     if res is None:
         return R, t, None
     if res.fitness < min_fitness and trust_pose:  # a poor fit does not overrule a plausible RGB pose

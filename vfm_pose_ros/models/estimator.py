@@ -27,6 +27,7 @@ DEPTH_STAGE_DEFAULTS: dict = {
     "icp_min_fitness": 0.3,
     "icp_points": 2000,
     "icp_max_observed": 2500,
+    "icp_threads": 0,  # threads for the ICP starts and KD-tree look-ups; 0: the cores this process may use (<= 8)
 }
 
 # Stage names backends use in ObjectPose.timings_ms (the bench command reads these).
@@ -162,7 +163,7 @@ class Estimator(abc.ABC):
             R, t, observed, pts, normals, self.catalogue[name].diameter, n_starts=int(c["icp_starts"]),
             min_fitness=min_fitness, max_observed=int(c["icp_max_observed"]),
             global_rotations=int(c["icp_global_rotations"]), global_starts=int(c["icp_global_starts"]),
-            trust_pose=trust_pose)
+            trust_pose=trust_pose, threads=int(c["icp_threads"]))
         if depth_only and (fitness is None or fitness < min_fitness):  # the search found nothing that fits
             return None, None, None
         return R, t, fitness
