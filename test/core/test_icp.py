@@ -116,13 +116,14 @@ def test_global_search_recovers_a_pose_turned_round(scene, flip_axis):
 
 
 def test_threaded_depth_stage_gives_the_serial_answer(scene):
-    """The starts and KD-tree look-ups run on a thread pool; the pose must not depend on how many threads."""
+    """The starts and KD-tree look-ups run on a thread pool; the pose must not depend on how many threads
+    (beyond float rounding)."""
     mesh, pts, normals, R, t, depth = scene
     obs = depth_to_points(depth, K, stride=2)
     R0 = axis_angle_to_matrix(np.radians(150.0) * np.array([0.0, 1.0, 0.0])) @ R
     diameter = float(np.linalg.norm(mesh.extents))
     runs = [refine_with_depth(R0, t + 0.05, obs, pts, normals, diameter, global_rotations=300, global_starts=5,
                               threads=n) for n in (1, 3)]
-    np.testing.assert_array_equal(runs[0][0], runs[1][0])
-    np.testing.assert_array_equal(runs[0][1], runs[1][1])
-    assert runs[0][2] == runs[1][2] and _add_mm(*runs[1][:2], R, t, pts) < 2.0
+    np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-9)
+    np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-9)
+    assert abs(runs[0][2] - runs[1][2]) < 1e-9 and _add_mm(*runs[1][:2], R, t, pts) < 2.0

@@ -20,7 +20,8 @@ point (all on the visible surface) finds its partner on the model's visible side
 
 Threads: the starts are independent ICP runs and Open3D's registration, like SciPy's KD-tree
 queries, releases the GIL, so they run on a small shared thread pool (``threads``; by default
-the cores this process may use, at most 8). Results do not depend on the thread count.
+the cores this process may use, at most 8). The thread count changes the answer only by float
+rounding (Open3D's internal sums), which on a near-tie between starts can pick the other one.
 """
 from __future__ import annotations
 
