@@ -243,6 +243,28 @@ def test_dataset_samples_one_prompted_object():
     assert torch.equal(a["image"], b["image"]) and int(a["obj"]) == cat.names.index(frames[0].gts[1].name)
 
 
+def test_context_windows_hold_the_target_or_centre_on_a_distractor():
+    from vfm_pose_ros.models.clip_data import box_window, context_window
+
+    rng = np.random.default_rng(0)
+    box, other = np.array([100.0, 120.0, 160.0, 200.0]), np.array([400.0, 300.0, 440.0, 330.0])
+    crop_side, full_side = box_window(box, 1.4)[1], 640.0
+    sides, on_other = [], 0
+    for _ in range(400):
+        c, side = context_window(box, 1.4, full_side, rng, [other])
+        if np.linalg.norm(c - [420.0, 315.0]) < 0.25 * side:
+            on_other += 1  # a distractor crop: around the other object, however much of the target it shows
+            continue
+        sides.append(side)
+        assert crop_side - 1e-9 <= side <= full_side + 1e-9
+        lo, hi = c - side / 2, c + side / 2
+        assert np.all(box[:2] >= lo - 1e-9) and np.all(box[2:] <= hi + 1e-9), (c, side)
+    assert 120 < on_other < 280  # about half
+    assert min(sides) < 1.5 * crop_side and max(sides) > 0.7 * full_side  # the whole range of scales
+    # alone in the frame: never a distractor crop
+    assert all(context_window(box, 1.4, full_side, rng)[1] >= crop_side - 1e-9 for _ in range(50))
+
+
 def test_predict_returns_object_pose_with_grasp_frame():
     torch.manual_seed(0)
     cat = toy_catalogue()

@@ -64,6 +64,7 @@ DEFAULT_CONFIG: dict = {
     # training samples
     "crop_scale": 1.4,
     "full_frame_prob": 0.3,
+    "context_prob": 0.2,  # windows between crop and whole image, and crops around another object (see clip_data)
     "negative_prob": 0.1,
     "part_prompt_prob": 0.5,
     "min_visib": 0.1,

@@ -111,6 +111,26 @@ def box_window(box_xyxy, scale: float, min_side: float = 16.0) -> tuple[np.ndarr
     return np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0]), max(max(x1 - x0, y1 - y0) * scale, min_side)
 
 
+def context_window(box, scale: float, full_side: float, rng: np.random.Generator,
+                   other_boxes=()) -> tuple[np.ndarray, float]:
+    """A training window between a crop and the whole image, so the network learns to tell the prompted
+    object from its neighbours at the scales where it can see them (the letterboxed image shows a small
+    object in a few patches only; crops centred on the target never show it a competitor).
+
+    Half the time, when the frame holds other objects, the window is a crop around one of them (a
+    distractor crop: the prompted object is at best partly in view and the targets say where, or that it is
+    absent); otherwise a window whose side is drawn log-uniformly between the crop's and the image's,
+    placed anywhere that keeps the target box inside it."""
+    if len(other_boxes) and rng.random() < 0.5:
+        center, side = box_window(other_boxes[int(rng.integers(len(other_boxes)))], scale)
+        return center + rng.uniform(-0.15, 0.15, 2) * side / scale, side * rng.uniform(0.8, 1.6)
+    center, crop_side = box_window(box, scale)
+    side = float(np.exp(rng.uniform(np.log(crop_side), np.log(max(crop_side, full_side)))))
+    x0, y0, x1, y1 = (float(v) for v in box)
+    slack = np.maximum(side - np.array([x1 - x0, y1 - y0]), 0.0) / 2.0
+    return center + rng.uniform(-1.0, 1.0, 2) * slack, side
+
+
 def warp(image: np.ndarray, A: np.ndarray, size: int, nearest: bool = False, border=PAD_RGB) -> np.ndarray:
     import cv2
 
@@ -218,7 +238,8 @@ class ClipPoseDataset(torch.utils.data.Dataset):
     """One sample per (frame, visible object): a prompt naming one target object (plus, at times, a grasp
     part), the input window, and the targets of that object only, so the network learns that the prompt
     decides which object is returned. Training samples also include whole-image windows (localisation
-    pass) and negatives (a prompt for an object absent from the frame, presence target 0).
+    pass), context windows and distractor crops (:func:`context_window`) and negatives (a prompt for an
+    object absent from the frame, presence target 0).
 
     ``frames`` is a BopDataset (or any sequence of SceneFrame-like records with rgb, K, gts).
     """
@@ -282,14 +303,20 @@ class ClipPoseDataset(torch.utils.data.Dataset):
             f = frames[i % len(frames)]
             prompt, grasp = canonical_prompt(target, f), (0 if f is None else frames.index(f))
         box = _gt_box(gt, self.catalogue[gt.name], K)
-        if self.train and rng.random() < float(cfg.get("full_frame_prob", 0.3)):
+        scale = float(cfg.get("crop_scale", 1.4))
+        u = rng.random() if self.train else 2.0  # validation: fixed windows (below)
+        full_p, context_p = float(cfg.get("full_frame_prob", 0.3)), float(cfg.get("context_prob", 0.0))
+        others = [g for g in sf.gts if g is not gt and g.name in self.catalogue]
+        if u < full_p:
             center, side = full_window(H, W)
             center = center + rng.uniform(-0.05, 0.05, 2) * side
             side *= rng.uniform(0.9, 1.15)
+        elif u < full_p + context_p:
+            center, side = context_window(box, scale, full_window(H, W)[1], rng, [
+                _gt_box(g, self.catalogue[g.name], K) for g in others])
         elif not self.train and i % 4 == 0:  # a quarter of validation samples test the localisation pass
             center, side = full_window(H, W)
         else:
-            scale = float(cfg.get("crop_scale", 1.4))
             center, side = box_window(box, scale)
             if self.train:
                 center = center + rng.uniform(-0.15, 0.15, 2) * side / scale
