@@ -232,6 +232,7 @@ def test_evaluator_sigint_mid_stream_writes_a_complete_report(procs, tmp_path):
     K = np.array([[300.0, 0, 160], [0, 300, 120], [0, 0, 1]])
     rng = np.random.default_rng(0)
     sent, stop = [], threading.Event()
+    feeder = None
 
     def stream():
         stamp = 1_000_000_000
@@ -262,6 +263,8 @@ def test_evaluator_sigint_mid_stream_writes_a_complete_report(procs, tmp_path):
         assert evaluator.wait(timeout=60) == 0, Procs.log(evaluator)
     finally:
         stop.set()
+        if feeder is not None:
+            feeder.join(timeout=5)  # before its publishers are destroyed
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
