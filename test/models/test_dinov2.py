@@ -68,6 +68,11 @@ def test_ransac_vote_with_outliers():
                                   128, 0.999, torch.Generator().manual_seed(0))
     assert np.abs(kp.numpy() - kps).max() < 0.5
     assert np.all(np.abs(conf.numpy() - 0.7) < 0.06)
+    # hypotheses counted on a pixel subset: the winner's inliers, hence keypoints and confidences, still use all
+    kp, conf = dinov2.ransac_vote(torch.tensor(coords, dtype=torch.float32), torch.tensor(vecs, dtype=torch.float32),
+                                  128, 0.999, torch.Generator().manual_seed(0), score_pixels=40)
+    assert np.abs(kp.numpy() - kps).max() < 0.5
+    assert np.all(np.abs(conf.numpy() - 0.7) < 0.06)
 
 
 def test_canonical_pose_continuous_symmetry(catalogue):
