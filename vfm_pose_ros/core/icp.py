@@ -205,6 +205,7 @@ def refine_icp(
     min_points: int = 30,
     max_model_points: int = 3000,
     coarse_observed: int = 600,
+    middle_observed: int = 1200,
     threads: int | None = None,
 ) -> ICPResult | None:
     """Refine (R0, t0) so the model's visible surface meets the observed cloud (camera frame, metres).
@@ -212,11 +213,12 @@ def refine_icp(
     ``thresholds`` are correspondence distances as fractions of the diameter, coarse to
     fine. Each start (the given pose, then rotated ones, then ``extra_starts``: (R, t) pairs such as
     :func:`depth_hypotheses` returns) is centroid-aligned and refined at the coarsest distance on at most
-    ``coarse_observed`` points; the ``refine_top`` best continue through the finer ones on the whole
-    cloud; an extra start wins only by ``extra_margin`` over the given pose's neighbourhood. The winner
-    has the best score = mean of (observed->model fitness, visible-model->observed coverage) minus
-    0.5 * rmse / threshold (at least 1.5 x the model's sample spacing): fitness alone rewards poses
-    whose model merely *contains* the observed points, the coverage term penalises them.
+    ``coarse_observed`` points; the ``refine_top`` best continue through the finer ones, the last of them
+    on the whole cloud and those between on at most ``middle_observed`` points; an extra start wins only
+    by ``extra_margin`` over the given pose's neighbourhood. The winner has the best score = mean of
+    (observed->model fitness, visible-model->observed coverage) minus 0.5 * rmse / threshold (at least 1.5 x the
+    model's sample spacing): fitness alone rewards poses whose model merely *contains* the observed points, the
+    coverage term penalises them.
     Returns None when the cloud has fewer than ``min_points`` points. The starts run on ``threads``
     threads (see the module docstring).
     """
@@ -241,10 +243,13 @@ def refine_icp(
     t0 = np.asarray(t0, dtype=float).reshape(3)
 
     source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(obs))
-    coarse_source = source
+    coarse_source, middle_source = source, source
     if len(obs) > coarse_observed:  # the coarse pass only needs the shape, not every point
         sub = obs[np.random.default_rng(1).choice(len(obs), coarse_observed, replace=False)]
         coarse_source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(sub))
+    if len(obs) > middle_observed:
+        sub = obs[np.random.default_rng(2).choice(len(obs), middle_observed, replace=False)]
+        middle_source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(sub))
     obs_tree = cKDTree(obs)
     obs_centroid = obs.mean(0)
     model_centre = pts.mean(0)
@@ -254,9 +259,11 @@ def refine_icp(
     final_thr = max(thresholds[-1] * diameter, 1.5 * spacing)
 
     def run(start, fracs, src=source):
-        for frac in fracs:
+        for k, frac in enumerate(fracs):
+            # every pass but the last (the one that decides the pose) needs only the shape: the subsample
+            pass_src = src if k == len(fracs) - 1 else coarse_source if src is coarse_source else middle_source
             reg = o3d.pipelines.registration.registration_icp(
-                src, start["target"], frac * diameter, start["T"], est,
+                pass_src, start["target"], frac * diameter, start["T"], est,
                 o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=max_iterations),
             )
             # Point-to-plane is ill-conditioned on surfaces of revolution and flat patches: with few
