@@ -58,6 +58,9 @@ def test_bench_pipeline_evaluator_renderer_without_ros(tmp_path):
             assert p["backbone_images_per_frame"] >= 1  # the patch-embedding hook saw the backbone run
             assert "convert" not in p["stages_ms"]  # no ROS: message stages are not invented
         _positive(v["precision"]["fp32"], "external_box", "e2e_inproc_ms", "median")
+        for n in ("1", "4"):  # several cameras in one predict_batch call
+            _positive(v["precision"]["fp32"], "batch", n, "ms_per_frame")
+            assert v["precision"]["fp32"]["batch"][n]["ms_per_call"]["n"] >= 1
     _positive(saved, "evaluator", "driller_like", "frames_per_s")
     _positive(saved, "renderer", "frames_per_s")
     names = [t["target"] for t in saved["targets"]]

@@ -331,6 +331,26 @@ def measure_pipeline(est, sf, catalogue, repeats: int, warmup: int, io: MessageI
     return out
 
 
+def measure_batch(est, sf, repeats: int, warmup: int, sizes=(1, 4), prompt: str | None = PROMPT,
+                  progress: bool = True) -> dict:
+    """Milliseconds per frame when ``n`` frames (n cameras at once) go through one ``predict_batch`` call, for
+    each n in ``sizes``: the backends batch the full-frame pass and the crops of all frames. RGB only: the
+    depth stage runs per object whatever the batch, and would hide what batching does to the network."""
+    from dataclasses import replace
+
+    frame = replace(to_frame(sf, prompt=prompt), depth=None)
+    out = {}
+    for n in sizes:
+        frames = [replace(frame) for _ in range(n)]
+        ms = time_calls(lambda fs=frames: est.predict_batch(fs), repeats, warmup, desc=f"{est.backend} batch {n}",
+                        progress=progress)
+        out[str(n)] = {"ms_per_frame": round(float(np.median(ms)) / n, 3), "ms_per_call": summarize(ms)}
+    base = out.get("1", {}).get("ms_per_frame")
+    for v in out.values():
+        v["speedup_vs_batch_1"] = round(base / v["ms_per_frame"], 2) if base else None
+    return out
+
+
 def precisions_for(device) -> list[str]:
     """fp32 and the device's fast autocast type: bf16 on the CPU, fp16 on CUDA."""
     return ["fp32", "fp16" if str(device).startswith("cuda") else "bf16"]
@@ -375,6 +395,7 @@ def measure_variant(variant: Variant, catalogue, sf, repeats: int, warmup: int, 
             box = measure_pipeline(e, sf, catalogue, repeats, warmup, io=io, boxes=True, progress=progress)
             res["external_box"] = {k: box[k] for k in ("stages_ms", "predict_ms", "e2e_inproc_ms", "backbone_alone_ms",
                                                          "backbone_images_per_frame", "ratio_e2e_inproc_to_backbone")}
+            res["batch"] = measure_batch(e, sf, max(1, repeats // 3), min(warmup, 1), progress=progress)
             if profile_dir is not None:
                 out["profile"] = profile_pipeline(e, sf, catalogue, io, profile_dir / f"profile_{variant.backend}_"
                                                   f"{variant.size}.txt", frames=max(3, repeats // 2))

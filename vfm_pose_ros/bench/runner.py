@@ -408,6 +408,12 @@ def format_tables(res: dict) -> str:
                       "cpu = process CPU time; bb 1thr = backbone alone on one torch thread; ratio = e2e / bb alone; "
                       "e2e/bb-in-pipe = e2e / backbone time of all the pipeline's passes; 1-box = one external "
                       "2D box, a single crop pass)", _table(head, rows)]
+        batch_rows = [[key] + [_fmt((b.get(n) or {}).get("ms_per_frame")) for n in ("1", "4")]
+                      + [_fmt((b.get("4") or {}).get("speedup_vs_batch_1"), 2)]
+                      for key, r in pl.items() if (b := r["precision"].get("fp32", {}).get("batch"))]
+        if batch_rows:
+            lines += ["", "Batch inference (n cameras in one predict_batch call; RGB, fp32): ms per frame",
+                      _table(["variant", "batch 1", "batch 4", "speed-up"], batch_rows)]
     ros = res.get("ros", {})
     if ros:
         head = ["variant", "p50 ms", "p95 ms", "bb alone ms", "ratio", "node infer ms", "node bb ms", "ratio node bb",
