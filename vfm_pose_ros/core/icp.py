@@ -258,12 +258,10 @@ def refine_icp(
     spacing = float(np.median(cKDTree(pts).query(pts, k=2)[0][:, 1]))
     final_thr = max(thresholds[-1] * diameter, 1.5 * spacing)
 
-    def run(start, fracs, src=source):
-        for k, frac in enumerate(fracs):
-            # every pass but the last (the one that decides the pose) needs only the shape: the subsample
-            pass_src = src if k == len(fracs) - 1 else coarse_source if src is coarse_source else middle_source
+    def run(start, fracs, sources):
+        for frac, src in zip(fracs, sources):
             reg = o3d.pipelines.registration.registration_icp(
-                pass_src, start["target"], frac * diameter, start["T"], est,
+                src, start["target"], frac * diameter, start["T"], est,
                 o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=max_iterations),
             )
             # Point-to-plane is ill-conditioned on surfaces of revolution and flat patches: with few
@@ -314,11 +312,12 @@ def refine_icp(
     mid = thresholds[min(1, len(thresholds) - 1)] * diameter
 
     def coarse(st):
-        run(st, thresholds[:1], coarse_source)
+        run(st, thresholds[:1], [coarse_source])
         return evaluate(st, mid)[0] if len(starts) > refine_top else 0.0
 
     def fine(st):
-        run(st, thresholds[1:])
+        # every finer pass but the last (the one that decides the pose) needs only the shape: the subsample
+        run(st, thresholds[1:], [middle_source] * (len(thresholds) - 2) + [source])
         return evaluate(st, final_thr)
 
     coarse_scores = parallel_map(coarse, starts, threads)

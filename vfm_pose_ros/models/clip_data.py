@@ -306,14 +306,13 @@ class ClipPoseDataset(torch.utils.data.Dataset):
         scale = float(cfg.get("crop_scale", 1.4))
         u = rng.random() if self.train else 2.0  # validation: fixed windows (below)
         full_p, context_p = float(cfg.get("full_frame_prob", 0.3)), float(cfg.get("context_prob", 0.0))
-        others = [g for g in sf.gts if g is not gt and g.name in self.catalogue]
         if u < full_p:
             center, side = full_window(H, W)
             center = center + rng.uniform(-0.05, 0.05, 2) * side
             side *= rng.uniform(0.9, 1.15)
         elif u < full_p + context_p:
-            center, side = context_window(box, scale, full_window(H, W)[1], rng, [
-                _gt_box(g, self.catalogue[g.name], K) for g in others])
+            others = [_gt_box(g, self.catalogue[g.name], K) for g in sf.gts if g is not gt and g.name in self.catalogue]
+            center, side = context_window(box, scale, full_window(H, W)[1], rng, others)
         elif not self.train and i % 4 == 0:  # a quarter of validation samples test the localisation pass
             center, side = full_window(H, W)
         else:
