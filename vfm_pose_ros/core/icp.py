@@ -20,7 +20,8 @@ point (all on the visible surface) finds its partner on the model's visible side
 
 Threads: the starts are independent ICP runs and Open3D's registration, like SciPy's KD-tree
 queries, releases the GIL, so they run on a small shared thread pool (``threads``; by default
-the cores this process may use, at most 8). The thread count changes the answer only by float
+the cores this process may use, at most 8). The hypothesis scoring's look-ups run on pykdtree's own
+OpenMP threads. The thread count changes the answer only by float
 rounding (Open3D's internal sums), which on a near-tie between starts can pick the other one.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from pykdtree.kdtree import KDTree
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
@@ -124,9 +126,8 @@ def uniform_rotations(n: int, seed: int = 0) -> np.ndarray:
 
 
 def depth_hypotheses(model_points, model_normals, observed, diameter: float, rotations,
-                     *, model_tree=None, n_model: int = 256, n_observed: int = 256, top: int = 6,
-                     min_separation_deg: float = 30.0, tolerance: float = 0.1, threads: int | None = None,
-                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+                     *, n_model: int = 256, n_observed: int = 256, top: int = 6,
+                     min_separation_deg: float = 30.0, tolerance: float = 0.1) -> list[tuple[np.ndarray, np.ndarray]]:
     """The ``top`` best, mutually distinct poses among ``rotations`` (Nx3x3), each translated so its
     camera-facing model points centre on the cloud, scored without ICP.
 
@@ -134,8 +135,9 @@ def depth_hypotheses(model_points, model_normals, observed, diameter: float, rot
     model (is every observed point on the object?) and camera-facing model points to the cloud (is the
     visible side there?). Visibility is judged against the ray to the cloud's centroid, which is
     what makes this vectorise over all rotations at once. All rotations are screened on a quarter of
-    the points; the best eighth of them (at least 8 x ``top``) are scored on all. ``threads`` share the
-    KD-tree look-ups."""
+    the points; the best eighth of them (at least 8 x ``top``) are scored on all. The look-ups (about
+    60,000 per call) use pykdtree, 1.5x faster than SciPy's cKDTree on one thread; it runs them on
+    OpenMP threads (OMP_NUM_THREADS)."""
     obs = np.asarray(observed, dtype=np.float64)
     pts = np.asarray(model_points, dtype=np.float64)
     nrm = np.asarray(model_normals, dtype=np.float64)
@@ -146,9 +148,8 @@ def depth_hypotheses(model_points, model_normals, observed, diameter: float, rot
     obs_s = obs[rng.permutation(len(obs))[:n_observed]]
     c = obs.mean(0)
     tau = tolerance * diameter
-    model_tree = model_tree if model_tree is not None else cKDTree(pts)
-    obs_tree = cKDTree(obs)
-    workers = resolve_threads(threads)
+    model_tree = KDTree(pts)
+    obs_tree = KDTree(obs)
 
     def score(Rs, P, N, Q):
         view = np.einsum("nji,j->ni", Rs, c)  # the centroid's direction in each hypothesis' object frame
@@ -158,13 +159,14 @@ def depth_hypotheses(model_points, model_normals, observed, diameter: float, rot
         ts = c[None] - np.einsum("nij,nj->ni", Rs, vis_centre)
         # observed -> model, in each hypothesis' object frame
         q_obj = np.einsum("nji,nmj->nmi", Rs, Q[None] - ts[:, None])
-        d1, _ = model_tree.query(q_obj.reshape(-1, 3), distance_upper_bound=tau, workers=workers)
+        d1, _ = model_tree.query(q_obj.reshape(-1, 3), distance_upper_bound=tau)
         s1 = np.minimum(d1, tau).reshape(len(Rs), -1).mean(1) / tau
-        # camera-facing model -> observed
-        m_cam = np.einsum("nij,pj->npi", Rs, P) + ts[:, None]
-        d2, _ = obs_tree.query(m_cam.reshape(-1, 3), distance_upper_bound=tau, workers=workers)
-        d2 = np.minimum(d2, tau).reshape(len(Rs), -1) / tau
-        s2 = (d2 * vis).sum(1) / np.maximum(cnt, 1)
+        # camera-facing model -> observed (only those points are looked up: about half the queries)
+        hyp, pt = np.nonzero(vis)
+        d2 = np.zeros(vis.shape)
+        m_cam = np.einsum("kij,kj->ki", Rs[hyp], P[pt]) + ts[hyp]
+        d2[hyp, pt] = np.minimum(obs_tree.query(m_cam, distance_upper_bound=tau)[0], tau) / tau
+        s2 = d2.sum(1) / np.maximum(cnt, 1)
         out = 1.0 - 0.5 * (s1 + s2)
         out[cnt < max(3, P.shape[0] // 25)] = -np.inf
         return out, ts
@@ -377,7 +379,7 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
         if global_rotations not in _GLOBAL_ROTATIONS:
             _GLOBAL_ROTATIONS[global_rotations] = uniform_rotations(global_rotations)
         extra = depth_hypotheses(model_points, model_normals, observed, diameter,
-                                 _GLOBAL_ROTATIONS[global_rotations], top=global_starts, threads=threads)
+                                 _GLOBAL_ROTATIONS[global_rotations], top=global_starts)
         # the local winner (or the untrusted pose's neighbourhood) against the global hypotheses
         R_l, t_l, n_l = (res.R, res.t, 1) if res is not None else (R, t, n_starts)
         glob = refine_icp(R_l, t_l, model_points, observed, model_normals=model_normals, diameter=diameter,

@@ -666,7 +666,9 @@ class Estimator(_est.Estimator):
     # -- helpers -------------------------------------------------------------------------------
     @torch.no_grad()
     def _run(self, crops: list[np.ndarray], timer, affines=None, frames=None) -> dict[str, torch.Tensor]:
-        """Backbone + head on a list of SxS uint8 crops, in batches; returns probabilities and unit vectors.
+        """Backbone + head on a list of SxS uint8 crops, in batches; returns class probabilities and the raw
+        vector fields (B, objects, keypoints, 2, h, w): only the mask pixels' vectors are used, so only those
+        are normalised (normalising whole maps was a quarter of the head stage).
 
         ``affines`` (image -> crop) and ``frames`` (the frame of each crop) are unused here; they let a
         test substitute an oracle for the network.
@@ -685,8 +687,7 @@ class Estimator(_est.Estimator):
                 segs.append(out["seg"].float().softmax(1).cpu())
                 v = out["vec"].float().cpu()
                 B, _, h, w = v.shape
-                v = v.view(B, self.net.n_objects, self.net.n_keypoints, 2, h, w)
-                vecs.append(v / v.norm(dim=3, keepdim=True).clamp_min(1e-6))
+                vecs.append(v.view(B, self.net.n_objects, self.net.n_keypoints, 2, h, w))
         return {"seg": torch.cat(segs), "vec": torch.cat(vecs)}
 
     def detect(self, frames: list[Frame], timer=None) -> list[dict[str, list[tuple[np.ndarray, float]]]]:
@@ -783,6 +784,7 @@ class Estimator(_est.Estimator):
                     continue
                 coords = grid[sel]
                 vecs = res["vec"][b, ci][:, :, sel].permute(0, 2, 1)  # (Kp, P, 2)
+                vecs = vecs / vecs.norm(dim=-1, keepdim=True).clamp_min(1e-6)
                 kp_crop, conf = ransac_vote(coords, vecs, int(self.config["vote_hypotheses"]),
                                             float(self.config["vote_cos"]), self._gen,
                                             int(self.config.get("vote_score_pixels", 512)))
