@@ -174,9 +174,10 @@ def time_backbone(est, repeats: int, warmup: int, progress: bool = True) -> dict
 
 
 class MessageIO:
-    """Prebuilt input messages (as the pose node receives them) and publishers with a matched subscriber."""
+    """Prebuilt input messages of each frame (as the pose node receives them: ``inputs[i]`` = image, depth,
+    camera info) and publishers with a matched subscriber."""
 
-    def __init__(self, sf, catalogue, topic_prefix: str = "/vfm_pose_bench"):
+    def __init__(self, sfs, catalogue, topic_prefix: str = "/vfm_pose_bench"):
         import rclpy
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from tf2_msgs.msg import TFMessage
@@ -189,9 +190,8 @@ class MessageIO:
         self.catalogue = catalogue
         header = convert.make_header(1_000_000_000, "camera_color_optical_frame")
         self.header = header
-        self.image = convert.rgb_to_image(sf.rgb, header)
-        self.depth = convert.depth_to_image(sf.depth, header)
-        self.info = convert.K_to_camera_info(sf.K, sf.rgb.shape[1], sf.rgb.shape[0], header)
+        self.inputs = [(convert.rgb_to_image(sf.rgb, header), convert.depth_to_image(sf.depth, header),
+                        convert.K_to_camera_info(sf.K, sf.rgb.shape[1], sf.rgb.shape[0], header)) for sf in sfs]
         self.TFMessage = TFMessage
         self.contexts = []
         self.nodes = []
@@ -231,22 +231,24 @@ def _timings(est, poses) -> dict:
     return {}
 
 
-def measure_pipeline(est, sf, catalogue, repeats: int, warmup: int, io: MessageIO | None = None,
+def measure_pipeline(est, sfs, catalogue, repeats: int, warmup: int, io: MessageIO | None = None,
                      prompt: str | None = PROMPT, boxes: bool = False, progress: bool = True,
                      interleave_backbone: bool = True) -> dict:
-    """Per-stage medians (ms) over ``repeats`` frames of the whole path around one estimator; with
-    ``interleave_backbone`` each frame is followed by one call of the backbone alone (BackboneProbe)."""
+    """Per-stage medians (ms) over ``repeats`` frames of the whole path around one estimator, taking the scene
+    frames ``sfs`` in turn (the ones the ROS section sends: how often the depth stage needs its global search
+    depends on the frame); with ``interleave_backbone`` each frame is followed by one call of the backbone
+    alone (BackboneProbe)."""
     from ..core.validation import validate_frame
 
     probe = BackboneProbe(est) if interleave_backbone else None
     counter = ImageCounter(backbone_parts(est)[1])
-    msg_poses = gt_poses(sf)
     rows: list[dict] = []
     found: list[int] = []
     images: list[int] = []
-    base_frame = to_frame(sf, prompt=prompt, boxes=boxes)
+    base_frames = [to_frame(sf, prompt=prompt, boxes=boxes) for sf in sfs]
     if boxes and est.backend == "dinov2":  # dinov2 crops every boxed object: keep one box, one crop
-        base_frame.boxes_2d = {k: v for k, v in base_frame.boxes_2d.items() if k.startswith("driller")}
+        for f in base_frames:
+            f.boxes_2d = {k: v for k, v in f.boxes_2d.items() if k.startswith("driller")}
     try:
         from tqdm import tqdm
 
@@ -254,12 +256,14 @@ def measure_pipeline(est, sf, catalogue, repeats: int, warmup: int, io: MessageI
         for i in tqdm(range(total), desc=f"{est.backend} {est.precision}{' box' if boxes else ''}", leave=False,
                       disable=not progress):
             row: dict = {}
+            sf, frame = sfs[i % len(sfs)], base_frames[i % len(sfs)]
             c0, t0 = time.process_time(), time.perf_counter()
             if io is not None:
                 c = io.convert
-                rgb = c.image_to_rgb(io.image)
-                depth = c.image_to_depth(io.depth)
-                K, size = c.camera_info_to_K(io.info)
+                image_msg, depth_msg, info_msg = io.inputs[i % len(sfs)]
+                rgb = c.image_to_rgb(image_msg)
+                depth = c.image_to_depth(depth_msg)
+                K, size = c.camera_info_to_K(info_msg)
                 t1 = time.perf_counter()
                 check = validate_frame(rgb, K, depth, camera_size=size)
                 depth = check.depth
@@ -268,7 +272,6 @@ def measure_pipeline(est, sf, catalogue, repeats: int, warmup: int, io: MessageI
             else:
                 rgb, depth, K = sf.rgb, sf.depth, sf.K
                 t2 = time.perf_counter()
-            frame = base_frame
             frame.rgb, frame.depth, frame.K = rgb, depth, K
             counter.reset()
             poses = est.predict(frame)
@@ -281,6 +284,7 @@ def measure_pipeline(est, sf, catalogue, repeats: int, warmup: int, io: MessageI
             row["other"] = max(0.0, row["predict"] - sum(v for k, v in stage.items() if k != "total"))
             if io is not None:
                 c = io.convert
+                msg_poses = gt_poses(sf)
                 det = c.poses_to_detection_array(msg_poses, catalogue, io.header)
                 tfs = c.pose_transforms(msg_poses, catalogue, io.header)
                 markers = c.pose_markers(msg_poses, catalogue, io.header)
@@ -317,7 +321,7 @@ def measure_pipeline(est, sf, catalogue, repeats: int, warmup: int, io: MessageI
                                for k in ("pnp", "icp") if k in detail},
         "backbone_images_per_frame": float(np.median(images)) if images else None,
         "poses_per_frame": float(np.mean(found)) if found else 0.0,
-        "message_poses": len(msg_poses),
+        "message_poses": float(np.mean([len(gt_poses(sf)) for sf in sfs])),
         "with_external_box": boxes,
     }
     if probe is not None:
@@ -356,11 +360,12 @@ def precisions_for(device) -> list[str]:
     return ["fp32", "fp16" if str(device).startswith("cuda") else "bf16"]
 
 
-def measure_variant(variant: Variant, catalogue, sf, repeats: int, warmup: int, device: str = "cpu",
+def measure_variant(variant: Variant, catalogue, sfs, repeats: int, warmup: int, device: str = "cpu",
                     io: MessageIO | None = None, checkpoint_dir: Path | None = None, progress: bool = True,
                     profile_dir: Path | None = None) -> dict:
     """Everything in-process for one variant: per precision the stages, the backbone alone and their ratio;
-    at fp32 also the single-crop path (external box). Saves a checkpoint for the ROS section when asked."""
+    at fp32 also the single-crop path (external box) and batch inference (the first frame). ``sfs``: the scene
+    frames, taken in turn. Saves a checkpoint for the ROS section when asked."""
     import torch
 
     est, info = build_estimator(variant, catalogue, device=device, precision="fp32")
@@ -382,7 +387,7 @@ def measure_variant(variant: Variant, catalogue, sf, repeats: int, warmup: int, 
         out["checkpoint"] = info["source"]
     for prec in precisions_for(est.device):
         e = est if prec == "fp32" else with_precision(est, prec)
-        res = measure_pipeline(e, sf, catalogue, repeats, warmup, io=io, progress=progress)
+        res = measure_pipeline(e, sfs, catalogue, repeats, warmup, io=io, progress=progress)
         if prec == "fp32" and torch.get_num_threads() > 1:
             # on a loaded machine OpenMP threads wait for each other at every barrier: one thread can be faster
             n = torch.get_num_threads()
@@ -392,12 +397,12 @@ def measure_variant(variant: Variant, catalogue, sf, repeats: int, warmup: int, 
             finally:
                 torch.set_num_threads(n)
         if prec == "fp32":
-            box = measure_pipeline(e, sf, catalogue, repeats, warmup, io=io, boxes=True, progress=progress)
+            box = measure_pipeline(e, sfs, catalogue, repeats, warmup, io=io, boxes=True, progress=progress)
             res["external_box"] = {k: box[k] for k in ("stages_ms", "predict_ms", "e2e_inproc_ms", "backbone_alone_ms",
                                                          "backbone_images_per_frame", "ratio_e2e_inproc_to_backbone")}
-            res["batch"] = measure_batch(e, sf, max(1, repeats // 3), min(warmup, 1), progress=progress)
+            res["batch"] = measure_batch(e, sfs[0], max(1, repeats // 3), min(warmup, 1), progress=progress)
             if profile_dir is not None:
-                out["profile"] = profile_pipeline(e, sf, catalogue, io, profile_dir / f"profile_{variant.backend}_"
+                out["profile"] = profile_pipeline(e, sfs, catalogue, io, profile_dir / f"profile_{variant.backend}_"
                                                   f"{variant.size}.txt", frames=max(3, repeats // 2))
         out["precision"][prec] = res
     if est.device.type == "cuda":
@@ -410,17 +415,17 @@ def measure_variant(variant: Variant, catalogue, sf, repeats: int, warmup: int, 
 # ------------------------------------------------------------------------------------------- profiling
 
 
-def profile_pipeline(est, sf, catalogue, io: MessageIO | None, out_path: Path, frames: int = 5) -> dict:
+def profile_pipeline(est, sfs, catalogue, io: MessageIO | None, out_path: Path, frames: int = 5) -> dict:
     """cProfile of ``frames`` pipeline runs (warm); writes the pstats listing and returns the top functions
     by own time, per frame, outside torch's module machinery (where the backbone's time lands)."""
     import cProfile
     import io as _io
     import pstats
 
-    measure_pipeline(est, sf, catalogue, 1, 1, io=io, progress=False, interleave_backbone=False)  # warm caches
+    measure_pipeline(est, sfs, catalogue, 1, 1, io=io, progress=False, interleave_backbone=False)  # warm caches
     prof = cProfile.Profile()
     prof.enable()
-    measure_pipeline(est, sf, catalogue, frames, 0, io=io, progress=False, interleave_backbone=False)
+    measure_pipeline(est, sfs, catalogue, frames, 0, io=io, progress=False, interleave_backbone=False)
     prof.disable()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     buf = _io.StringIO()

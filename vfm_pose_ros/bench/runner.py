@@ -126,12 +126,12 @@ def run_bench(opt: BenchOptions, log=print) -> dict:
                 from .rosgraph import require_ros
 
                 require_ros()
-                io = MessageIO(frame, catalogue)
+                io = MessageIO(frames, catalogue)
         for v in variants:
             with section(sec, f"pipeline/{v.key}", log):
                 from .pipeline import measure_variant
 
-                r = infer(measure_variant, v, catalogue, frame, opt.repeats, opt.warmup, device=device, io=io,
+                r = infer(measure_variant, v, catalogue, frames, opt.repeats, opt.warmup, device=device, io=io,
                                     checkpoint_dir=work, progress=opt.progress,
                                     profile_dir=opt.out.parent if opt.profile else None)
                 results["pipeline"][v.key] = r
