@@ -127,3 +127,28 @@ def test_threaded_depth_stage_gives_the_serial_answer(scene):
     np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-9)
     np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-9)
     assert abs(runs[0][2] - runs[1][2]) < 1e-9 and _add_mm(*runs[1][:2], R, t, pts) < 2.0
+
+
+def test_fit_to_model_matches_open3d_evaluate_registration(scene):
+    """The depth stage scores starts with fit_to_model (one model tree for all starts); it must give Open3D's
+    evaluate_registration fitness and inlier rmse for the same pose and distance."""
+    from pykdtree.kdtree import KDTree
+
+    from vfm_pose_ros.core.icp import fit_to_model
+
+    mesh, pts, normals, R, t, depth = scene
+    obs = depth_to_points(depth, K, stride=2)
+    model = np.ascontiguousarray(pts, dtype=np.float64)
+    tree = KDTree(model)
+    source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(obs))
+    for deg, shift, thr in [(0.0, 0.0, 0.005), (4.0, 0.006, 0.01), (15.0, 0.02, 0.02)]:
+        Rp = axis_angle_to_matrix(np.radians(deg) * np.array([0.0, 0.6, 0.8])) @ R
+        tp = t + np.array([shift, 0.0, -shift])
+        target = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(transform_points(Rp, tp, model)))
+        ref = o3d.pipelines.registration.evaluate_registration(source, target, thr, np.eye(4))
+        fitness, rmse = fit_to_model(tree, obs, Rp, tp, thr)
+        assert 0.0 < fitness <= 1.0
+        assert fitness == pytest.approx(ref.fitness, abs=2.0 / len(obs))  # a point exactly at the distance may differ
+        assert rmse == pytest.approx(ref.inlier_rmse, rel=1e-3, abs=1e-6)
+    far = fit_to_model(tree, obs, R, t + np.array([0.0, 0.0, 1.0]), 0.01)
+    assert far == (0.0, 0.0)  # no inliers: Open3D reports fitness 0 and rmse 0 as well

@@ -18,10 +18,10 @@ camera frame, with its mesh normals) is the target, so point-to-plane uses exact
 model normals rather than normals estimated from noisy depth, and every observed
 point (all on the visible surface) finds its partner on the model's visible side.
 
-Threads: the starts are independent ICP runs and Open3D's registration, like SciPy's KD-tree
-queries, releases the GIL, so they run on a small shared thread pool (``threads``; by default
-the cores this process may use, at most 8). The hypothesis scoring's look-ups run on pykdtree's own
-OpenMP threads. The thread count changes the answer only by float
+Threads: the starts are independent ICP runs and Open3D's registration, like pykdtree's
+look-ups, releases the GIL, so they run on a small shared thread pool (``threads``; by default
+the cores this process may use, at most 8). pykdtree spreads each look-up over its own OpenMP
+threads (OMP_NUM_THREADS). The thread count changes the answer only by float
 rounding (Open3D's internal sums), which on a near-tie between starts can pick the other one.
 """
 from __future__ import annotations
@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from pykdtree.kdtree import KDTree
-from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from .transforms import invert_T, make_T, transform_points
@@ -125,6 +124,17 @@ def uniform_rotations(n: int, seed: int = 0) -> np.ndarray:
     return Rotation.from_quat(q).as_matrix()
 
 
+def fit_to_model(model_tree, observed, R, t, max_distance: float) -> tuple[float, float]:
+    """(fitness, inlier rmse) of ``observed`` (Nx3, camera frame) against the model at (R, t): Open3D's
+    ``evaluate_registration`` (fitness = fraction of points within ``max_distance`` of the model, rmse over
+    those), computed in the model's own frame against one prebuilt ``model_tree`` (a pykdtree KDTree of the
+    model points) instead of a tree of the posed model built per call: ICP scores every start this way."""
+    in_model_frame = np.ascontiguousarray((np.asarray(observed, float) - t) @ R)  # R^T (p - t), row-wise
+    d, _ = model_tree.query(in_model_frame, distance_upper_bound=max_distance)
+    inlier = np.isfinite(d)
+    return float(inlier.mean()), float(np.sqrt(np.mean(d[inlier] ** 2))) if inlier.any() else 0.0
+
+
 def depth_hypotheses(model_points, model_normals, observed, diameter: float, rotations,
                      *, n_model: int = 256, n_observed: int = 256, top: int = 6,
                      min_separation_deg: float = 30.0, tolerance: float = 0.1) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -204,6 +214,7 @@ def refine_icp(
     thresholds=(0.1, 0.04, 0.015),
     max_iterations: int = 30,
     refine_top: int = 2,
+    final_tie: float = 0.05,
     min_points: int = 30,
     max_model_points: int = 3000,
     coarse_observed: int = 600,
@@ -215,9 +226,10 @@ def refine_icp(
     ``thresholds`` are correspondence distances as fractions of the diameter, coarse to
     fine. Each start (the given pose, then rotated ones, then ``extra_starts``: (R, t) pairs such as
     :func:`depth_hypotheses` returns) is centroid-aligned and refined at the coarsest distance on at most
-    ``coarse_observed`` points; the ``refine_top`` best continue through the finer ones, the last of them
-    on the whole cloud and those between on at most ``middle_observed`` points; an extra start wins only
-    by ``extra_margin`` over the given pose's neighbourhood. The winner has the best score = mean of
+    ``coarse_observed`` points; the ``refine_top`` best continue through the finer ones but the last, on at
+    most ``middle_observed`` points, and the leader among them (with any within ``final_tie`` of its score) takes
+    the last pass on the whole cloud; an extra
+    start wins only by ``extra_margin`` over the given pose's neighbourhood. The winner has the best score = mean of
     (observed->model fitness, visible-model->observed coverage) minus 0.5 * rmse / threshold (at least 1.5 x the
     model's sample spacing): fitness alone rewards poses whose model merely *contains* the observed points, the
     coverage term penalises them.
@@ -252,12 +264,13 @@ def refine_icp(
     if len(obs) > middle_observed:
         sub = obs[np.random.default_rng(2).choice(len(obs), middle_observed, replace=False)]
         middle_source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(sub))
-    obs_tree = cKDTree(obs)
     obs_centroid = obs.mean(0)
     model_centre = pts.mean(0)
     est = o3d.pipelines.registration.TransformationEstimationPointToPlane()
+    pts, obs = np.ascontiguousarray(pts), np.ascontiguousarray(obs)  # (pykdtree wants C order)
+    model_tree, obs_tree = KDTree(pts), KDTree(obs)  # the model's in its own frame: one tree scores every start
     # Scoring below the model's own sample spacing would measure the sampling, not the fit
-    spacing = float(np.median(cKDTree(pts).query(pts, k=2)[0][:, 1]))
+    spacing = float(np.median(model_tree.query(pts, k=2)[0][:, 1]))
     final_thr = max(thresholds[-1] * diameter, 1.5 * spacing)
 
     def run(start, fracs, sources):
@@ -279,13 +292,12 @@ def refine_icp(
         refined model pose is T^-1 (R, t)."""
         T = invert_T(start["T"]) @ make_T(start["R"], start["t"])
         Rr, tr = T[:3, :3], T[:3, 3]
-        ev = o3d.pipelines.registration.evaluate_registration(source, start["target"], thr, start["T"])
         vis = visible_mask(Rr, tr, pts, normals)
         if vis.sum() == 0:
             return -np.inf, 0.0, np.inf, Rr, tr
+        fitness, rmse = fit_to_model(model_tree, obs, Rr, tr, thr)
         d, _ = obs_tree.query(transform_points(Rr, tr, pts[vis]), distance_upper_bound=thr)
         coverage = float(np.mean(np.isfinite(d)))
-        fitness, rmse = float(ev.fitness), float(ev.inlier_rmse)
         return 0.5 * (fitness + coverage) - 0.5 * rmse / thr, fitness, rmse, Rr, tr
 
     candidates = []
@@ -317,10 +329,10 @@ def refine_icp(
         run(st, thresholds[:1], [coarse_source])
         return evaluate(st, mid)[0] if len(starts) > refine_top else 0.0
 
-    def fine(st):
-        # every finer pass but the last (the one that decides the pose) needs only the shape: the subsample
-        run(st, thresholds[1:], [middle_source] * (len(thresholds) - 2) + [source])
-        return evaluate(st, final_thr)
+    def middle(st):
+        # the finer passes but the last need only the shape: the subsample
+        run(st, thresholds[1:-1], [middle_source] * (len(thresholds) - 2))
+        return evaluate(st, thresholds[-2] * diameter if len(thresholds) > 2 else final_thr)
 
     coarse_scores = parallel_map(coarse, starts, threads)
     if len(starts) > refine_top:
@@ -329,14 +341,26 @@ def refine_icp(
         keep = sorted(set(order[:refine_top]) | {best_local})
     else:
         keep = list(range(len(starts)))
+    # an extra (global) start must beat the given pose's neighbourhood clearly: on partial clouds
+    # a wrong pose can fit about as well, and then the RGB evidence decides
+    margin = {k: extra_margin if k >= n_local else 0.0 for k in keep}
+    middle_scores = parallel_map(middle, [starts[k] for k in keep], threads)
+    ranked = [(ev[0] - margin[k], k) for k, ev in zip(keep, middle_scores) if np.isfinite(ev[0])]
+    if not ranked:
+        return None
+    # The last pass (the whole cloud, the finest distance) polishes a pose rather than reorders the starts, and it
+    # was a third of the stage's time when every kept start took it: only the leader and those within ``final_tie``
+    # of it take it
+    top = max(ranked)[0]
+    finalists = [k for rank, k in ranked if rank >= top - final_tie]
+    if len(thresholds) > 1:
+        parallel_map(lambda st: run(st, thresholds[-1:], [source]), [starts[k] for k in finalists], threads)
     best, best_rank = None, -np.inf
-    for k, (score, fitness, rmse, Rr, tr) in zip(keep, parallel_map(fine, [starts[k] for k in keep], threads)):
-        # an extra (global) start must beat the given pose's neighbourhood clearly: on partial clouds
-        # a wrong pose can fit about as well, and then the RGB evidence decides
-        rank = score - (extra_margin if k >= n_local else 0.0)
-        if np.isfinite(score) and rank > best_rank:
+    for k in finalists:
+        score, fitness, rmse, Rr, tr = evaluate(starts[k], final_thr)
+        if np.isfinite(score) and score - margin[k] > best_rank:
             U, _, Vt = np.linalg.svd(Rr)  # re-orthonormalise accumulated float error
-            best, best_rank = ICPResult(U @ Vt, tr.copy(), fitness, rmse, score, k, len(obs)), rank
+            best, best_rank = ICPResult(U @ Vt, tr.copy(), fitness, rmse, score, k, len(obs)), score - margin[k]
     return best
 
 
