@@ -214,6 +214,7 @@ def run_checks(ros_init: bool = True) -> list[Check]:
         check_module("timm", "timm", ml_fix),
         check_module("open3d", "open3d", base_fix + "; Debian needs libusb-1.0-0 (and libvulkan1 "
                      "mesa-vulkan-drivers for offscreen rendering)"),
+        check_module("pykdtree", "pykdtree", base_fix),
         check_module("cv2", "opencv", base_fix, dist="opencv-python-headless"),
         check_module("rosbags", "rosbags", base_fix),
         check_dds_profile(user_profile),
