@@ -227,9 +227,9 @@ def refine_icp(
     fine. Each start (the given pose, then rotated ones, then ``extra_starts``: (R, t) pairs such as
     :func:`depth_hypotheses` returns) is centroid-aligned and refined at the coarsest distance on at most
     ``coarse_observed`` points; the ``refine_top`` best continue through the finer ones but the last, on at
-    most ``middle_observed`` points, and the leader among them (with any within ``final_tie`` of its score) takes
-    the last pass on the whole cloud; an extra
-    start wins only by ``extra_margin`` over the given pose's neighbourhood. The winner has the best score = mean of
+    most ``middle_observed`` points; the leader after those (and any start within ``final_tie`` of its score)
+    takes the last pass on the whole cloud. An extra start wins only by ``extra_margin`` over the given pose's
+    neighbourhood. The winner has the best score = mean of
     (observed->model fitness, visible-model->observed coverage) minus 0.5 * rmse / threshold (at least 1.5 x the
     model's sample spacing): fitness alone rewards poses whose model merely *contains* the observed points, the
     coverage term penalises them.
@@ -268,7 +268,7 @@ def refine_icp(
     model_centre = pts.mean(0)
     est = o3d.pipelines.registration.TransformationEstimationPointToPlane()
     pts, obs = np.ascontiguousarray(pts), np.ascontiguousarray(obs)  # (pykdtree wants C order)
-    model_tree, obs_tree = KDTree(pts), KDTree(obs)  # the model's in its own frame: one tree scores every start
+    model_tree, obs_tree = KDTree(pts), KDTree(obs)  # the model in its own frame: one tree scores every start
     # Scoring below the model's own sample spacing would measure the sampling, not the fit
     spacing = float(np.median(model_tree.query(pts, k=2)[0][:, 1]))
     final_thr = max(thresholds[-1] * diameter, 1.5 * spacing)
