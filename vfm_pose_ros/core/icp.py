@@ -404,12 +404,16 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
             _GLOBAL_ROTATIONS[global_rotations] = uniform_rotations(global_rotations)
         extra = depth_hypotheses(model_points, model_normals, observed, diameter,
                                  _GLOBAL_ROTATIONS[global_rotations], top=global_starts)
-        # the local winner (or the untrusted pose's neighbourhood) against the global hypotheses
-        R_l, t_l, n_l = (res.R, res.t, 1) if res is not None else (R, t, n_starts)
-        glob = refine_icp(R_l, t_l, model_points, observed, model_normals=model_normals, diameter=diameter,
-                          n_starts=n_l, extra_starts=extra, extra_margin=0.1 if trust_pose else 0.0,
-                          threads=threads)
-        res = glob if glob is not None else res
+        if res is not None:  # the local winner, refined already, against the refined global hypotheses
+            glob = None if not extra else refine_icp(
+                *extra[0], model_points, observed, model_normals=model_normals, diameter=diameter, n_starts=1,
+                align_centroid=False, extra_starts=extra[1:], threads=threads)
+            if glob is not None and glob.score > res.score + 0.1:
+                res = glob
+        else:  # the untrusted pose's neighbourhood against the global hypotheses
+            glob = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter,
+                              n_starts=n_starts, extra_starts=extra, extra_margin=0.0, threads=threads)
+            res = glob if glob is not None else res
     elif res is None:
         res = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter,
                          n_starts=n_starts, threads=threads)
