@@ -50,6 +50,10 @@ class ICPResult:
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
+# How much better than a trusted pose's neighbourhood a global hypothesis must score to replace it: on partial
+# clouds a wrong pose can fit about as well, and then the RGB evidence decides
+GLOBAL_MARGIN = 0.1
+
 
 def resolve_threads(threads: int | None = None) -> int:
     """Threads for the depth stage: ``threads`` when > 0, else the cores this process may use (at most 8)."""
@@ -210,7 +214,7 @@ def refine_icp(
     n_starts: int = 7,
     start_angle_deg: float = 25.0,
     extra_starts=(),
-    extra_margin: float = 0.1,
+    extra_margin: float = GLOBAL_MARGIN,
     thresholds=(0.1, 0.04, 0.015),
     max_iterations: int = 30,
     refine_top: int = 2,
@@ -229,10 +233,9 @@ def refine_icp(
     ``coarse_observed`` points; the ``refine_top`` best continue through the finer ones but the last, on at
     most ``middle_observed`` points; the leader after those (and any start within ``final_tie`` of its score)
     takes the last pass on the whole cloud. An extra start wins only by ``extra_margin`` over the given pose's
-    neighbourhood. The winner has the best score = mean of
-    (observed->model fitness, visible-model->observed coverage) minus 0.5 * rmse / threshold (at least 1.5 x the
-    model's sample spacing): fitness alone rewards poses whose model merely *contains* the observed points, the
-    coverage term penalises them.
+    neighbourhood. The winner has the best score = mean of (observed->model fitness, visible-model->observed
+    coverage) minus 0.5 * rmse / threshold (at least 1.5 x the model's sample spacing): fitness alone rewards
+    poses whose model merely *contains* the observed points, the coverage term penalises them.
     Returns None when the cloud has fewer than ``min_points`` points. The starts run on ``threads``
     threads (see the module docstring).
     """
@@ -341,8 +344,7 @@ def refine_icp(
         keep = sorted(set(order[:refine_top]) | {best_local})
     else:
         keep = list(range(len(starts)))
-    # an extra (global) start must beat the given pose's neighbourhood clearly: on partial clouds
-    # a wrong pose can fit about as well, and then the RGB evidence decides
+    # an extra (global) start must beat the given pose's neighbourhood by extra_margin (GLOBAL_MARGIN)
     margin = {k: extra_margin if k >= n_local else 0.0 for k in keep}
     middle_scores = parallel_map(middle, [starts[k] for k in keep], threads)
     ranked = [(ev[0] - margin[k], k) for k, ev in zip(keep, middle_scores) if np.isfinite(ev[0])]
@@ -408,7 +410,7 @@ def refine_with_depth(R, t, observed, model_points, model_normals, diameter, *, 
             glob = None if not extra else refine_icp(
                 *extra[0], model_points, observed, model_normals=model_normals, diameter=diameter, n_starts=1,
                 align_centroid=False, extra_starts=extra[1:], threads=threads)
-            if glob is not None and glob.score > res.score + 0.1:
+            if glob is not None and glob.score > res.score + GLOBAL_MARGIN:
                 res = glob
         else:  # the untrusted pose's neighbourhood against the global hypotheses
             glob = refine_icp(R, t, model_points, observed, model_normals=model_normals, diameter=diameter,
