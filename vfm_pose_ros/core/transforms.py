@@ -77,12 +77,17 @@ def transform_points(R, t, pts) -> np.ndarray:
     return np.asarray(pts, dtype=float) @ np.asarray(R, dtype=float).T + np.asarray(t, dtype=float).reshape(1, 3)
 
 
-def rotation_angle_deg(R_a, R_b) -> np.ndarray:
-    """Geodesic angle between rotations in degrees (BOP re(): arccos((tr(Ra Rb^T) - 1) / 2))."""
-    R_a = np.asarray(R_a, dtype=float)
-    R_b = np.asarray(R_b, dtype=float)
-    tr = np.trace(R_a @ np.swapaxes(R_b, -1, -2), axis1=-2, axis2=-1)
-    return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
+def rotation_angle_deg(R_est, R_gt) -> np.ndarray:
+    """Rotation error in degrees exactly as BOP's ``pose_error.re``: arccos((tr(R_est inv(R_gt)) - 1) / 2), clipped.
+
+    The inverse, not the transpose: real annotations are not exactly orthonormal (R R^T off I by up to
+    about 5e-3), and near 0 degrees arccos is steep, so the two forms read differently there. Batched
+    over leading axes.
+    """
+    R_est = np.asarray(R_est, dtype=float)
+    R_gt = np.asarray(R_gt, dtype=float)
+    tr = np.trace(R_est @ np.linalg.inv(R_gt), axis1=-2, axis2=-1)
+    return np.degrees(np.arccos(np.clip(0.5 * (tr - 1.0), -1.0, 1.0)))
 
 
 def is_rotation(R, tol: float = 1e-4) -> bool:
