@@ -108,3 +108,35 @@ def test_config_validation(objects):
         SceneConfig(distance=(1.0, 0.5))
     with pytest.raises(ValueError, match="at least one"):
         SceneGenerator([])
+
+
+def test_empty_frames_hold_distractors_only_and_leave_other_frames_unchanged(objects):
+    plain = _gen(objects, seed=5)
+    mixed = _gen(objects, seed=5, empty_prob=0.5)
+    frames = [mixed.frame(i) for i in range(8)]
+    empty = [i for i, f in enumerate(frames) if not f.gts]
+    assert 0 < len(empty) < 8
+    for i in empty:  # a scene all the same: finite depth where a distractor or the table is
+        assert np.isfinite(frames[i].depth).any() and frames[i].rgb.std() > 5
+    for i in set(range(8)) - set(empty):  # frames that hold the objects are those of the config without empties
+        assert _same(frames[i], plain.frame(i))
+    with pytest.raises(ValueError, match="empty_prob"):
+        SceneConfig(empty_prob=1.5)
+
+
+def test_clip_dataset_uses_empty_frames_as_negatives(objects):
+    from types import SimpleNamespace
+
+    from vfm_pose_ros.models import clip
+
+    cat = Catalogue(objects)
+    frames = [_gen(objects, seed=5, empty_prob=1.0).frame(0), _gen(objects, seed=5).frame(0)]
+    seq = [SimpleNamespace(rgb=f.rgb, K=f.K, gts=f.gts) for f in frames]
+    tiny = {"clip_arch": {"embed_dim": 32, "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 32, "layers": 1,
+                                                           "head_width": 16},
+                          "text_cfg": {"context_length": 16, "vocab_size": 512, "width": 32, "heads": 2, "layers": 1}}}
+    ds = clip.make_dataset(seq, cat, tiny, train=True)
+    assert ds.index[0] == (0, -1) and len(ds) == 1 + len(frames[1].gts)
+    s = ds[0]
+    assert float(s["present"]) == 0.0 and float(s["heat"].sum()) == 0.0
+    assert len(clip.make_dataset(seq, cat, tiny, train=False)) == len(frames[1].gts)  # validation: objects only

@@ -77,6 +77,58 @@ def test_loss_falls_and_resume(tmp_path, tiny):
     assert s2["history"][-1]["loss"] < losses[0]
 
 
+def _epoch_samples(loader, epoch: int) -> dict[int, torch.Tensor]:
+    """index -> the image the loader's workers produced for it in ``epoch`` (batch size 1)."""
+    loader.sampler.set_epoch(epoch)
+    keys = list(loader.sampler)
+    return {int(k.index): batch["image"][0].clone() for k, batch in zip(keys, loader)}
+
+
+@pytest.mark.parametrize("backend", ["dinov2", "clip"])
+def test_worker_loader_draws_new_samples_each_epoch_and_repeats_for_the_same_seed(tiny, backend):
+    """Persistent workers keep their own dataset copy: the epoch must reach them through the sampler's keys."""
+    from vfm_pose_ros.models import backend_module
+    from vfm_pose_ros.models.training import make_train_loader
+
+    from .test_clip import TINY as CLIP_TINY
+
+    _, cat, train, _ = tiny
+    cfg = {**TINY, "aug": {"color": 1.0, "noise": 1.0, "occluders": 0.5}} if backend == "dinov2" else CLIP_TINY
+    mod = backend_module(backend)
+    ds = mod.make_dataset(train, cat, cfg, train=True)
+
+    def run(seed):
+        loader = make_train_loader(ds, batch_size=1, seed=seed, num_workers=2)
+        return [_epoch_samples(loader, e) for e in (0, 1, 0)]
+
+    e0, e1, e0_again = run(seed=3)
+    assert set(e0) == set(e1) == set(range(len(ds)))
+    differ = sum(not torch.equal(e0[i], e1[i]) for i in e0)
+    assert differ == len(ds), f"only {differ} of {len(ds)} indices got a new sample in the next epoch"
+    assert all(torch.equal(e0[i], e0_again[i]) for i in e0)  # the same (seed, epoch): the same samples
+    (f0, _, _) = run(seed=3)  # a new loader (new workers) with the same seed: the same samples
+    assert all(torch.equal(e0[i], f0[i]) for i in e0)
+    (g0, _, _) = run(seed=4)
+    assert sum(not torch.equal(e0[i], g0[i]) for i in e0) == len(ds)
+
+
+def test_training_record_and_curves(tmp_path, tiny):
+    """Per epoch: training loss, fresh-augmentation validation loss, RGB and RGB-D pose metrics per object."""
+    _, cat, train, val = tiny
+    out = tmp_path / "rec.pt"
+    s = fit("dinov2", {**TINY, "icp_starts": 1}, train, val, cat, out, epochs=2, lr=3e-3, batch_size=4,
+            val_frames=1, progress=False)
+    rec = json.loads(out.with_name("rec.pt.json").read_text())
+    assert len(rec["history"]) == 2 and s["epochs"] == 2
+    for h in rec["history"]:
+        assert h["val_fresh"]["loss"] > 0 and "seg" in h["val_fresh"]
+        for key in ("val", "val_depth"):
+            assert set(h[key]["objects"]) <= set(cat.names) and "add_s_01d_acc" in h[key]
+    assert rec["val_depth"] == rec["history"][-1]["val_depth"]
+    png = out.with_name("rec.pt.curves.png")
+    assert png.is_file() and png.stat().st_size > 10_000
+
+
 def test_time_budget_stops(tmp_path, tiny):
     _, cat, train, _ = tiny
     s = fit("dinov2", TINY, train, None, cat, tmp_path / "b.pt", epochs=50, batch_size=4, time_budget_s=1e-3,

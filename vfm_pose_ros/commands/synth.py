@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-distance", type=float, default=1.2, help="metres")
     parser.add_argument("--placement", choices=("mixed", "table", "floating"), default="mixed")
     parser.add_argument("--distractors", type=int, default=2, help="at most this many distractor shapes per frame")
+    parser.add_argument("--empty-frac", type=float, default=0.0,
+                        help="share of frames with no catalogue object, only background and distractors "
+                             "(training negatives; phantom-rate tests); default 0")
     parser.add_argument("--min-visib", type=float, default=0.1,
                         help="redraw frames where an object is less visible than this fraction")
     parser.add_argument("--frames-per-scene", type=int, default=1000)
@@ -79,7 +82,8 @@ def run(args) -> int:
     try:
         config = SceneConfig(width=args.width, height=args.height, K=intrinsics(args.fx, args.fy, cx, cy),
                              distance=(args.min_distance, args.max_distance), placement=args.placement,
-                             distractors=max(0, args.distractors), min_visib_fract=args.min_visib)
+                             distractors=max(0, args.distractors), min_visib_fract=args.min_visib,
+                             empty_prob=args.empty_frac)
     except ValueError as exc:
         print(f"vfm-pose synth: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,9 @@ class SceneConfig:
     table_prob: float = 0.5  # mixed: share of table frames
     elevation_deg: tuple[float, float] = (15.0, 75.0)  # table: camera elevation above the table
     distractors: int = 2  # at most this many distractor shapes per frame (0..n, uniformly)
+    # share of frames holding no catalogue object, only background and 1..max(1, distractors) distractors:
+    # training negatives, so that scores mean "the object is there"; and phantom-rate benchmarks
+    empty_prob: float = 0.0
     min_visib_fract: float = 0.1
     min_visib_pixels: int = 100
     max_tries: int = 30
@@ -61,6 +64,8 @@ class SceneConfig:
         lo, hi = self.distance
         if not 0.05 < lo <= hi:
             raise ValueError(f"distance range must satisfy 0.05 < min <= max, got {self.distance}")
+        if not 0.0 <= self.empty_prob <= 1.0:
+            raise ValueError(f"empty_prob (--empty-frac) must lie in [0, 1], got {self.empty_prob}")
 
 
 @dataclass
@@ -333,14 +338,19 @@ class SceneGenerator:
 
         c = self.config
         rng = np.random.default_rng([self.seed, int(stream), int(index)])
-        n_obj = len(self.objects)
+        # its own stream, so that frames of a config without empty frames stay what they were
+        empty_draw = np.random.default_rng([self.seed, int(stream), int(index), 1]).random()
+        empty = c.empty_prob > 0 and empty_draw < c.empty_prob
+        objects = [] if empty else list(self.objects)
+        n_obj = len(objects)
         best = None
         for attempt in range(1, c.max_tries + 1):
             placement = c.placement
             if placement == "mixed":
                 placement = "table" if rng.random() < c.table_prob else "floating"
-            shapes = [make_distractor(rng) for _ in range(int(rng.integers(0, c.distractors + 1)))]
-            order = list(self.objects) + shapes
+            n_shapes = int(rng.integers(1 if empty else 0, max(1, c.distractors) + 1 if empty else c.distractors + 1))
+            shapes = [make_distractor(rng) for _ in range(n_shapes)]
+            order = objects + shapes
             if placement == "table":
                 poses, plane = self._table_scene(rng, order)
                 background = random_background(rng, c.height, c.width)
@@ -348,7 +358,7 @@ class SceneGenerator:
                 poses, plane = self._floating_scene(rng, order)
                 background = random_background(rng, c.height, c.width)
             # cheap pre-check: every catalogue object's centre projects into the image, in front of the camera
-            centres = np.array([t for _, _, t in poses[:n_obj]])
+            centres = np.array([t for _, _, t in poses[:n_obj]]).reshape(-1, 3)
             uv = centres[:, :2] / centres[:, 2:3] * np.diag(c.K)[:2] + c.K[:2, 2]
             if (centres[:, 2] <= 0.05).any() or (uv < 0).any() or (uv[:, 0] >= c.width).any() or (
                     uv[:, 1] >= c.height).any():
@@ -412,7 +422,7 @@ def write_split(generator: SceneGenerator, root, split: str, frames: int, stream
     from .bop import BopWriter
 
     t0 = time.perf_counter()
-    rejected = below = 0
+    rejected = below = n_instances = 0
     visib = []
     catalogue = Catalogue(list(generator.objects))
     with BopWriter(Path(root), split, K_default=generator.config.K, catalogue=catalogue) as writer:
@@ -421,7 +431,8 @@ def write_split(generator: SceneGenerator, root, split: str, frames: int, stream
             rejected += fr.tries - 1
             below += int(not fr.accepted)
             visib += [g.visib_fract for g in fr.gts]
+            n_instances += len(fr.gts)
             writer.add_frame(i // frames_per_scene, i % frames_per_scene, fr.rgb, fr.depth, fr.K, fr.gts,
                              masks_visib=fr.masks_visib, masks=fr.masks_full)
-    return SynthSummary(split, frames, frames * len(generator.objects), rejected, below,
+    return SynthSummary(split, frames, n_instances, rejected, below,
                         float(np.mean(visib)) if visib else 0.0, time.perf_counter() - t0)

@@ -27,6 +27,7 @@ import torch
 
 from ..core.catalogue import Catalogue, ObjectModel
 from ..core.transforms import axis_angle_to_matrix, backproject, project
+from .sampling import split_key
 
 # CLIP's mean colour: padding with it becomes ~0 after the network's normalisation.
 PAD_RGB = (122, 116, 104)
@@ -270,9 +271,12 @@ class ClipPoseDataset(torch.utils.data.Dataset):
         min_visib = float(self.config.get("min_visib", 0.1))
         for fi, gts in enumerate(self.frames.gts()):
             self.present.append({g.name for g in gts})
+            n = len(self.index)
             for gi, g in enumerate(gts):
                 if g.name in catalogue and (g.visib_fract is None or g.visib_fract >= min_visib):
                     self.index.append((fi, gi))
+            if train and len(self.index) == n and not self.present[-1] & set(self.names):
+                self.index.append((fi, -1))  # a frame without catalogue objects: a negative for every prompt
         if not self.index:
             raise ValueError(f"no visible instances of {', '.join(self.names)} in the dataset "
                              f"(min_visib={min_visib}); check --objects and the dataset")
@@ -280,20 +284,29 @@ class ClipPoseDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if self.train:
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        """``key``: a SampleKey from the training loop's sampler (augmentation drawn from (seed, epoch, index)),
+        or a plain index (training: fresh or ``seed``-reproducible draws; evaluation: fixed)."""
+        i, rng = split_key(key)
+        if rng is None and self.train:
             rng = np.random.default_rng(None if self.seed is None else [self.seed, int(i), next(self._draws)])
-        else:
+        elif rng is None:
             rng = np.random.default_rng(int(i))
         cfg = self.config
         fi, gi = self.index[i]
         sf = self.frames[fi]
-        gt = sf.gts[gi]
         K = np.asarray(sf.K, dtype=float)
         H, W = sf.rgb.shape[:2]
-        target = self.catalogue[gt.name]
         absent = [n for n in self.names if n not in self.present[fi]]
-        negative = self.train and absent and rng.random() < float(cfg.get("negative_prob", 0.1))
+        if gi < 0:  # no catalogue object in the frame: any window, any prompt, nothing present
+            gt, negative = None, True
+            c, half = rng.uniform([0, 0], [W, H]), 0.5 * rng.uniform(0.05, 0.4) * max(H, W)
+            box = np.concatenate([c - half, c + half])
+        else:
+            gt = sf.gts[gi]
+            target = self.catalogue[gt.name]
+            negative = self.train and absent and rng.random() < float(cfg.get("negative_prob", 0.1))
+            box = _gt_box(gt, self.catalogue[gt.name], K)
         if negative:
             target = self.catalogue[str(rng.choice(absent))]
         if self.train:
@@ -302,7 +315,6 @@ class ClipPoseDataset(torch.utils.data.Dataset):
             frames = [None, *target.grasp_frames]
             f = frames[i % len(frames)]
             prompt, grasp = canonical_prompt(target, f), (0 if f is None else frames.index(f))
-        box = _gt_box(gt, self.catalogue[gt.name], K)
         scale = float(cfg.get("crop_scale", 1.4))
         u = rng.random() if self.train else 2.0  # validation: fixed windows (below)
         full_p, context_p = float(cfg.get("full_frame_prob", 0.3)), float(cfg.get("context_prob", 0.0))
@@ -323,7 +335,9 @@ class ClipPoseDataset(torch.utils.data.Dataset):
         S = self.size
         A = window_affine(center, side, S)
         img = warp(np.ascontiguousarray(sf.rgb), A, S)
-        if gt.mask is not None:
+        if gt is None:
+            mask = np.zeros((S, S), np.uint8)
+        elif gt.mask is not None:
             mask = warp(gt.mask.astype(np.uint8), A, S, nearest=True, border=0)
         else:
             mask = np.zeros((S, S), np.uint8)
@@ -339,7 +353,8 @@ class ClipPoseDataset(torch.utils.data.Dataset):
         if not present:
             heat[:] = 0.0
             box_in = np.array([0.0, 0.0, 1.0, 1.0])
-        enc = encode_pose(gt.R, gt.t, K, A, side, S, target.diameter)
+        enc = (encode_pose(gt.R, gt.t, K, A, side, S, target.diameter) if gt is not None  # else unused (present 0)
+               else encode_pose(np.eye(3), [0.0, 0.0, 1.0], K, A, side, S, target.diameter))
         tokens = self.tokenizer([prompt])[0]
         return {
             "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),

@@ -62,6 +62,7 @@ from ..core.transforms import project, transform_points
 from ..core.types import Frame, ObjectPose
 from . import estimator as _est
 from .backbones import create_timm_model
+from .sampling import split_key
 
 log = logging.getLogger(__name__)
 
@@ -482,23 +483,18 @@ class KeypointDataset(torch.utils.data.Dataset):
         self.spf = max(1, len(self.names))
         self.keypoints = {n: object_keypoints(catalogue[n], self.cfg["keypoints"]) for n in self.names}
         self.size = int(self.cfg["img_size"])
-        self.epoch = 0
 
     def __len__(self) -> int:
         return self.n_frames * self.spf
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def _rng(self, idx: int) -> np.random.Generator:
-        if self.train:
-            return np.random.default_rng([idx, self.epoch, int(torch.initial_seed()) % (2**31)])
-        return np.random.default_rng([idx, 12345])
-
-    def __getitem__(self, idx: int) -> dict:
+    def __getitem__(self, key) -> dict:
+        """``key``: a SampleKey from the training loop's sampler (augmentation drawn from (seed, epoch, index)),
+        or a plain index (training: fresh randomness; evaluation: fixed)."""
         import cv2
 
-        rng = self._rng(idx)
+        idx, rng = split_key(key)
+        if rng is None:
+            rng = np.random.default_rng(None if self.train else [idx, 12345])
         sf = self._get(idx // self.spf)
         rgb, K = sf.rgb, np.asarray(sf.K, dtype=float)
         H, W = rgb.shape[:2]

@@ -26,6 +26,7 @@ from torch import nn
 from . import backend_module
 from .checkpoint import catalogue_to_dict, dataset_hash, load_checkpoint, net_keypoints, save_checkpoint
 from .estimator import pick_device
+from .sampling import EpochKeySampler, SampleKey
 
 
 class _LossModule(nn.Module):
@@ -102,6 +103,90 @@ def validate(backend: str, net: nn.Module, catalogue, dataset, *, max_frames: in
     return {**rep["overall"], "objects": rep["objects"], "n_frames": rep["n_frames"]}
 
 
+def make_train_loader(train_ds, *, batch_size: int, seed: int = 0, world_size: int = 1, rank: int = 0,
+                      num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """The training DataLoader: an EpochKeySampler (per-epoch shuffle, this rank's share) whose keys carry the
+    epoch into the workers, so every epoch draws new augmentations; call ``loader.sampler.set_epoch(e)``."""
+    sampler = EpochKeySampler(len(train_ds), seed=seed, world_size=world_size, rank=rank)
+    return torch.utils.data.DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                                       drop_last=True, persistent_workers=num_workers > 0, pin_memory=pin_memory)
+
+
+class FreshLoss:
+    """The loss on newly drawn augmentations of validation frames, one draw per epoch.
+
+    The logged training loss is taken on the samples being fitted; this one is not, so a gap between
+    the two is memorisation. The same indices every epoch, new augmentations each time.
+    """
+
+    SEED = 7919  # any fixed value: the draws differ from training's by the frames already
+
+    def __init__(self, dataset, *, batch_size: int = 16, max_samples: int = 64):
+        self.dataset = dataset
+        self.batch_size = max(1, int(batch_size))
+        n = len(dataset)
+        self.indices = np.unique(np.linspace(0, n - 1, min(max_samples, n)).round().astype(int)).tolist()
+
+    @torch.no_grad()
+    def __call__(self, net: nn.Module, epoch: int, device, amp=None) -> dict[str, float]:
+        was_training = net.training
+        net.eval()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for k in range(0, len(self.indices), self.batch_size):
+            samples = [self.dataset[SampleKey(i, self.SEED, epoch)] for i in self.indices[k:k + self.batch_size]]
+            batch = _to(torch.utils.data.default_collate(samples), device)
+            if amp is not None:
+                with amp:
+                    _, logs = net.loss(batch)
+            else:
+                _, logs = net.loss(batch)
+            for key, v in logs.items():
+                if v == v:
+                    sums[key] = sums.get(key, 0.0) + v * len(samples)
+                    counts[key] = counts.get(key, 0) + len(samples)
+        net.train(was_training)
+        return {key: round(sums[key] / counts[key], 5) for key in sums}
+
+
+# Per-object keys kept in the training record (the overall summary keeps every key).
+OBJECT_KEYS = ("n_gt", "n_predicted", "add_s_01d_acc", "add_median_mm", "rot_err_median_deg", "rot_err_mean_deg",
+               "trans_err_median_mm")
+
+
+def slim_report(metrics: dict) -> dict:
+    """A validation report for the per-epoch record: the overall summary plus a few keys per object."""
+    out = {k: v for k, v in metrics.items() if k != "objects"}
+    out["objects"] = {name: {k: o.get(k) for k in OBJECT_KEYS} for name, o in metrics.get("objects", {}).items()}
+    return out
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """The one-line summary printed after each epoch."""
+    fresh = record.get("val_fresh") or {}
+    acc = (lambda key: "-" if not record.get(key) or record[key].get("add_s_01d_acc") is None
+           else f"{record[key]['add_s_01d_acc']:.1%}")
+    rot = (lambda key: "-" if not record.get(key) or record[key].get("rot_err_median_deg") is None
+           else f"{record[key]['rot_err_median_deg']:.0f}")
+    return (f"epoch {record['epoch']}/{epochs}: loss {record.get('loss', float('nan')):.4f}, "
+            f"fresh val loss {fresh.get('loss', float('nan')):.4f}, {record['seconds']:.0f} s; "
+            f"val ADD(-S)<0.1d RGB {acc('val')} (rot median {rot('val')} deg), RGB-D {acc('val_depth')}")
+
+
+def curves_path(out: Path) -> Path:
+    """OUT.curves.png beside OUT.json."""
+    return out.with_name(out.name + ".curves.png")
+
+
+def _write_curves(out: Path, history: list[dict], backend: str) -> None:
+    from ..report.figures import training_curves
+
+    try:
+        training_curves(curves_path(out), history, title=f"{backend}: {out.name}")
+    except Exception as exc:  # a figure must never stop a training run
+        print(f"warning: could not draw {curves_path(out)}: {exc}")
+
+
 def _short(m: dict | None) -> str:
     if not m:
         return "-"
@@ -143,12 +228,12 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
     train_ds = mod.make_dataset(train_dataset, catalogue, cfg, train=True)
     if len(train_ds) < batch_size * world:
         batch_size = max(1, len(train_ds) // world)
-    sampler = (torch.utils.data.distributed.DistributedSampler(train_ds, world, rank, shuffle=True, seed=seed)
-               if world > 1 else None)
-    loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=num_workers,
-        drop_last=True, persistent_workers=num_workers > 0, pin_memory=dev.type == "cuda",
-    )
+    loader = make_train_loader(train_ds, batch_size=batch_size, seed=seed, world_size=world, rank=rank,
+                               num_workers=num_workers, pin_memory=dev.type == "cuda")
+    fresh_val = (FreshLoss(mod.make_dataset(val_dataset, catalogue, cfg, train=True), batch_size=batch_size)
+                 if val_dataset is not None and main else None)
+    depth_val = bool(main and val_dataset is not None and cfg.get("use_depth", True)
+                     and val_dataset.frame(*val_dataset.keys()[0]).depth is not None)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=float(cfg.get("weight_decay", 0.05)))
     steps_per_epoch = len(loader)
@@ -188,15 +273,11 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
         return done
 
     epochs_done = start_epoch
-    metrics: dict = {}
     stopped = False
     for epoch in range(start_epoch, epochs):
         if stop_now():
             break
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)  # the workers' samples follow the sampler's keys (models.sampling)
         net.train()
         sums: dict[str, float] = {}
         n = 0
@@ -243,33 +324,30 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
                 save_checkpoint(out, net, backend=backend, config=cfg, catalogue=cat_dict, data_hash=data_hash,
                                 epoch=epoch + 1, metrics={"history": history + [record]})
             if val_dataset is not None:
-                metrics = validate(backend, net, catalogue, val_dataset, max_frames=val_frames, device=dev,
-                                   out=out, progress=progress)
-                record["val"] = {k: v for k, v in metrics.items() if k != "objects"}
+                record["val_fresh"] = fresh_val(net, epoch, dev, amp)
+                for key, depth in (("val", False), ("val_depth", True)):
+                    if depth and not depth_val:
+                        continue
+                    record[key] = slim_report(validate(backend, net, catalogue, val_dataset, max_frames=val_frames,
+                                                       use_depth=depth, device=dev, out=out, progress=progress))
             history.append(record)
             save_checkpoint(out, net, backend=backend, config=cfg, catalogue=cat_dict, data_hash=data_hash,
-                            epoch=epoch + 1, metrics={"history": history, "val": record.get("val")})
+                            epoch=epoch + 1, metrics={"history": history, "val": record.get("val"),
+                                                      "val_depth": record.get("val_depth")})
             save_checkpoint(resume_path(out), net, backend=backend, config=cfg, catalogue=cat_dict,
                             data_hash=data_hash, epoch=epoch + 1, optimizer=opt, half=False,
                             extra={"step": step, "trained_s": trained_s, "history": history})
-            print(f"epoch {epoch + 1}/{epochs}: loss {mean_logs.get('loss', float('nan')):.4f} "
-                  f"({', '.join(f'{k} {v:.3f}' for k, v in mean_logs.items() if k != 'loss')}), "
-                  f"{record['seconds']:.0f} s; val: {_short(record.get('val'))}", flush=True)
+            if val_dataset is not None:
+                _write_curves(out, history, backend)
+            print(epoch_line(record, epochs), flush=True)
         if world > 1:
             dist.barrier()
         if stopped:
             break
     summary = {"checkpoint": str(out), "epochs": epochs_done, "steps": step, "trained_s": round(trained_s, 1),
                "history": history, "val": history[-1].get("val") if history else None}
-    if main and val_dataset is not None and history and cfg.get("use_depth", True):
-        has_depth = val_dataset.frame(*val_dataset.keys()[0]).depth is not None
-        if has_depth:
-            depth_metrics = validate(backend, net, catalogue, val_dataset, max_frames=val_frames, use_depth=True,
-                                     device=dev, out=out, progress=progress)
-            summary["val_depth"] = {k: v for k, v in depth_metrics.items() if k != "objects"}
-            save_checkpoint(out, net, backend=backend, config=cfg, catalogue=cat_dict, data_hash=data_hash,
-                            epoch=epochs_done, metrics={"history": history, "val": summary["val"],
-                                                        "val_depth": summary["val_depth"]})
+    if history and history[-1].get("val_depth"):
+        summary["val_depth"] = history[-1]["val_depth"]
     if main and val_dataset is not None and history and hasattr(mod, "extra_validation"):
         summary["val_extra"] = mod.extra_validation(net, catalogue, val_dataset, device=dev,
                                                     max_frames=val_frames, progress=progress)

@@ -591,3 +591,36 @@ if __name__ == "__main__":  # the Open3D child process of render_open3d
         print("usage: python -m vfm_pose_ros.report.figures SCENE.npz OUT_PREFIX", file=sys.stderr)
         sys.exit(2)
     sys.exit(_render_child(sys.argv[1], sys.argv[2]))
+
+
+def training_curves(path, history: list[dict], title: str = "", dpi: int = 100) -> Path:
+    """Learning curves from a training record: the training loss beside the loss on fresh augmentations of
+    validation frames, and per object the validation ADD(-S)-0.1d and median rotation error, RGB-only
+    (solid) and with the depth stage (dashed)."""
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=dpi)
+    ax = axes[0]
+    ax.plot(epochs, [h.get("loss", np.nan) for h in history], "-o", ms=3, label="training (fitted samples)")
+    ax.plot(epochs, [(h.get("val_fresh") or {}).get("loss", np.nan) for h in history], "-o", ms=3,
+            label="validation frames, fresh augmentation")
+    ax.set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
+    ax.legend(fontsize=8)
+    names = sorted({n for h in history for key in ("val", "val_depth")
+                    for n in ((h.get(key) or {}).get("objects") or {})})
+    for name, color in zip(names, _FALLBACK_COLORS + list(BACKEND_COLORS.values())):
+        for key, style, label in (("val", "-", "RGB"), ("val_depth", "--", "RGB-D")):
+            obj = [((h.get(key) or {}).get("objects") or {}).get(name) or {} for h in history]
+            if not any(obj):
+                continue
+            acc = [np.nan if o.get("add_s_01d_acc") is None else 100 * o["add_s_01d_acc"] for o in obj]
+            rot = [np.nan if o.get("rot_err_median_deg") is None else o["rot_err_median_deg"] for o in obj]
+            axes[1].plot(epochs, acc, style, color=color, marker="o", ms=3, label=f"{name} {label}")
+            axes[2].plot(epochs, rot, style, color=color, marker="o", ms=3, label=f"{name} {label}")
+    axes[1].set(xlabel="epoch", ylabel="%", title="validation ADD(-S) < 0.1 d", ylim=(0, 100))
+    axes[2].set(xlabel="epoch", ylabel="degrees", title="validation median rotation error", ylim=(0, 180))
+    for ax in axes[1:]:
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
