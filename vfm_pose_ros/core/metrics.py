@@ -5,9 +5,12 @@ Per-instance errors follow the BOP toolkit (``bop_toolkit_lib/pose_error.py``, H
 * ``add``  ADD, mean distance of corresponding model points (Hinterstoisser et al. 2012);
 * ``adi``  ADD-S / ADI, mean distance from each ground-truth point to the *nearest* estimated point
   (KD-tree, as the toolkit does with ``scipy.spatial.cKDTree``);
-* ``re``   rotation error in degrees, ``arccos((tr(R_est R_gt^T) - 1) / 2)``; ``te`` translation error;
+* ``re``   rotation error in degrees, ``arccos((tr(R_est inv(R_gt)) - 1) / 2)`` (BOP's inverse, not the
+  transpose: annotated rotations are not exactly orthonormal); ``te`` translation error;
 * ``mssd`` the smallest, over the object's symmetry transforms, of the largest 3D vertex distance;
-* ``mspd`` the same with 2D projections (pixels).
+* ``mspd`` the same with 2D projections (pixels);
+* ``vsd``  Visible Surface Discrepancy against the test depth image (one error per tolerance tau), with
+  BOP's 'bop19' visibility masks; the model's depth is rendered only on the pixels it covers.
 
 The BOP toolkit takes the *minimum* over symmetry transforms of the per-transform maximum distance
 (the pose is as good as its best symmetric equivalent); so do we. Symmetry transforms are BOP's
@@ -21,7 +24,10 @@ with the lowest ADD(-S) error, each ground truth getting at most one prediction,
 without a prediction is a failure for every accuracy, recall and AUC (denominator: all ground truth);
 means and medians of errors are over the instances that have a prediction. BOP's MSSD and MSPD
 recalls re-run the toolkit's thresholded greedy matching (``pose_matching.match_poses``: an estimate
-takes the unmatched ground truth with the lowest error *below* the threshold) at every threshold.
+takes the unmatched ground truth with the lowest error *below* the threshold) at every threshold, and
+so do the VSD recalls at every (tau, threshold); BOP's average recall (``bop19_average_recall``) is the
+mean of the VSD, MSSD and MSPD average recalls (``scripts/eval_bop19_pose.py``). Without a depth image
+there is no VSD, and the average recall is None with ``bop19_unavailable_reason``, never 0.
 
 Units: metres and radians inside, like the rest of the package; the report gives millimetres,
 degrees and pixels.
@@ -42,6 +48,10 @@ MSPD_THRESHOLDS_PX = np.arange(5, 51, 5)  # BOP 2019: pixels at 640 px width (sc
 BOP_REFERENCE_WIDTH = 640.0
 AUC_MAX_THRESHOLD_M = 0.1  # YCB-Video / PoseCNN: accuracy-threshold curve from 0 to 10 cm
 MAX_SYM_DISC_STEP = 0.01  # BOP's max_sym_disc_step
+VSD_TAUS = np.arange(0.05, 0.51, 0.05)  # BOP 2019: misalignment tolerances, fractions of the diameter
+VSD_THRESHOLDS = np.arange(0.05, 0.51, 0.05)  # BOP 2019: VSD correctness thresholds
+VSD_DELTA_M = 0.015  # BOP 2019 visibility tolerance: 15 mm ...
+VSD_DELTA_ITODD_M = 0.005  # ... and 5 mm for ITODD
 _CHUNK = 1 << 21  # points per vectorised block (about 50 MB of float64 xyz)
 
 
@@ -222,17 +232,16 @@ def symmetric_points(pts, syms) -> np.ndarray:
     return np.einsum("sij,mj->smi", S[:, :3, :3], pts) + S[:, None, :3, 3]
 
 
-_PROBE_POINTS = 256  # points whose maximum error bounds a symmetry's full maximum from below
-
-
 def _min_over_symmetries(pts, syms, sym_pts, dist) -> float:
     """min over symmetry transforms s of max over points i of ``dist(S_s x, i)``, exactly.
 
-    ``dist(points (B, M', 3), idx)`` gives the (B, M') errors of the points with indices ``idx``. The
-    maximum over a fixed probe subset is a lower bound of each symmetry's full maximum, so symmetries are
-    tried in the order of their bound and the search stops once no bound can beat the best full value:
-    a continuous symmetry's 315 transforms then cost a handful of full evaluations instead of 315.
-    (Hand-written: a branch-and-bound that no library offers for this min-max.)
+    ``dist(points (B, M', 3), idx)`` gives the (B, M') errors of the points with indices ``idx``. An
+    active-set search: the maximum over a few "active" points is a lower bound of each symmetry's full
+    maximum; the symmetry with the lowest bound is evaluated in full, and if its worst point is already
+    active, its maximum is its bound, which no other symmetry's maximum can beat; otherwise that point
+    becomes active and every bound takes it in. Each round costs one symmetry's points plus one point
+    under every symmetry, and few rounds are needed (a continuous symmetry's 315 transforms: about 5-20),
+    instead of all symmetries times all points. (Hand-written: no library offers this min-max.)
     """
     S = None if sym_pts is not None else _sym_array(syms)
     n_sym = len(sym_pts) if sym_pts is not None else len(S)
@@ -242,14 +251,16 @@ def _min_over_symmetries(pts, syms, sym_pts, dist) -> float:
 
     if n_sym == 1:
         return float(dist(points(slice(0, 1)), slice(None)).max())
-    probe = np.unique(np.linspace(0, len(pts) - 1, min(_PROBE_POINTS, len(pts))).astype(int))
-    bound = dist(points(slice(None), probe), probe).max(axis=1)
-    best = np.inf
-    for s in np.argsort(bound, kind="stable"):
-        if bound[s] >= best:
-            break
-        best = min(best, float(dist(points(slice(s, s + 1)), slice(None)).max()))
-    return best
+    bound = np.zeros(n_sym)
+    active: set[int] = set()
+    while True:
+        s = int(np.argmin(bound))
+        full = dist(points(slice(s, s + 1)), slice(None))[0]
+        i = int(np.argmax(full))
+        if i in active or full[i] <= bound[s]:
+            return float(full[i])
+        active.add(i)
+        bound = np.maximum(bound, dist(points(slice(None), [i]), [i])[:, 0])
 
 
 def mssd_batch(R_est, t_est, R_gt, t_gt, pts, syms, sym_pts=None) -> np.ndarray:
@@ -316,6 +327,132 @@ def symmetry_transformations(symmetry, max_sym_disc_step: float = MAX_SYM_DISC_S
     if not trans_cont:
         return np.stack(disc)
     return np.stack([Tc @ Td for Td in disc for Tc in trans_cont])
+
+
+# --------------------------------------------------------------------------------------------
+# VSD (BOP pose_error.vsd with visibility.py's 'bop19' masks), on the pixels the object covers
+# --------------------------------------------------------------------------------------------
+
+
+def depth_to_distance(depth, K, x0: int = 0, y0: int = 0) -> np.ndarray:
+    """Depth (z) to distance from the camera centre, as BOP's ``misc.depth_im_to_dist_im_fast``: the
+    pixel (u, v) holds z * sqrt(((u - cx) / fx)^2 + ((v - cy) / fy)^2 + 1). ``(x0, y0)`` is the image
+    position of a crop's top-left pixel; 0 stays 0."""
+    depth = np.asarray(depth, dtype=np.float64)
+    K = np.asarray(K, dtype=float)
+    u = (np.arange(x0, x0 + depth.shape[1]) - K[0, 2]) / K[0, 0]
+    v = (np.arange(y0, y0 + depth.shape[0]) - K[1, 2]) / K[1, 1]
+    return depth * np.sqrt(v[:, None] ** 2 + u[None, :] ** 2 + 1.0)
+
+
+def visib_mask(dist_test, dist_model, delta: float, visib_mode: str = "bop19") -> np.ndarray:
+    """BOP ``visibility._estimate_visib_mask``: model pixels not behind the test surface by more than
+    ``delta``; 'bop19' also counts pixels without a test measurement (0) as visible, 'bop18' does not."""
+    diff = dist_model - dist_test
+    if visib_mode == "bop19":
+        return ((diff <= delta) | (dist_test == 0)) & (dist_model > 0)
+    if visib_mode == "bop18":
+        return (diff <= delta) & (dist_test > 0) & (dist_model > 0)
+    raise ValueError(f"unknown visib_mode {visib_mode!r} (bop18 or bop19)")
+
+
+def visib_mask_est(dist_test, dist_est, visib_gt, delta: float, visib_mode: str = "bop19") -> np.ndarray:
+    """BOP ``visibility.estimate_visib_mask_est``: the estimate is also visible wherever the ground
+    truth is visible and the estimate covers the pixel (Hodan et al. 2016, eq. 14)."""
+    return visib_mask(dist_test, dist_est, delta, visib_mode) | (visib_gt & (dist_est > 0))
+
+
+def vsd_from_depths(depth_test, depth_est, depth_gt, K, delta, taus, normalized_by_diameter, diameter,
+                    cost_type: str = "step", x0: int = 0, y0: int = 0) -> np.ndarray:
+    """VSD errors (one per tau) from the model's rendered depth in the estimated and ground-truth poses.
+
+    All three depth images cover the same window of the test image (top-left pixel ``(x0, y0)``); any
+    window holding every pixel either rendering covers gives the full-image result, since pixels the
+    model covers in neither pose are in neither visibility mask. Test depth 0 or non-finite: no
+    measurement. The rest is BOP's ``pose_error.vsd``: 'bop19' visibility, cost 'step' (d >= tau) or
+    'tlinear' (min(d / tau, 1)), error (sum of costs + |union - intersection|) / |union|, 1 for an
+    empty union.
+    """
+    taus = np.asarray(taus, dtype=float).reshape(-1)
+    test = np.asarray(depth_test, dtype=np.float64)
+    test = np.where(np.isfinite(test), test, 0.0)
+    d_test = depth_to_distance(test, K, x0, y0)
+    d_est = depth_to_distance(depth_est, K, x0, y0)
+    d_gt = depth_to_distance(depth_gt, K, x0, y0)
+    v_gt = visib_mask(d_test, d_gt, delta)
+    v_est = visib_mask_est(d_test, d_est, v_gt, delta)
+    inter = v_gt & v_est
+    n_union = int(np.count_nonzero(v_gt | v_est))
+    if n_union == 0:
+        return np.ones(len(taus))
+    n_comp = n_union - int(np.count_nonzero(inter))
+    dists = np.abs(d_gt[inter] - d_est[inter])
+    if normalized_by_diameter:
+        dists = dists / diameter
+    if cost_type == "step":
+        costs = len(dists) - np.searchsorted(np.sort(dists), taus, side="left")  # count of d >= tau
+    elif cost_type == "tlinear":
+        costs = np.minimum(dists[None, :] / taus[:, None], 1.0).sum(axis=1)
+    else:
+        raise ValueError(f"unknown VSD cost_type {cost_type!r} (step or tlinear)")
+    return (costs + n_comp) / float(n_union)
+
+
+def _paste(patches, shape):
+    """Patches ``(x0, y0, depth)`` (or None) pasted into zero images over their union window."""
+    live = [p for p in patches if p is not None]
+    if not live:
+        return None
+    x0 = min(p[0] for p in live)
+    y0 = min(p[1] for p in live)
+    x1 = max(p[0] + p[2].shape[1] for p in live)
+    y1 = max(p[1] + p[2].shape[0] for p in live)
+    out = []
+    for p in patches:
+        img = np.zeros((y1 - y0, x1 - x0))
+        if p is not None:
+            img[p[1] - y0 : p[1] - y0 + p[2].shape[0], p[0] - x0 : p[0] - x0 + p[2].shape[1]] = p[2]
+        out.append(img)
+    return x0, y0, x1, y1, out
+
+
+def vsd_from_patches(depth_test, patch_est, patch_gt, K, delta, taus, normalized_by_diameter, diameter,
+                     cost_type: str = "step") -> np.ndarray:
+    """:func:`vsd_from_depths` over the union of the two renderings' windows: each patch is
+    ``(x0, y0, depth)`` for the pixels the model covers in that pose, or None where it covers none."""
+    pasted = _paste([patch_est, patch_gt], np.shape(depth_test))
+    if pasted is None:
+        return np.ones(len(np.atleast_1d(taus)))
+    x0, y0, x1, y1, (d_est, d_gt) = pasted
+    test = np.asarray(depth_test)[y0:y1, x0:x1]
+    return vsd_from_depths(test, d_est, d_gt, K, delta, taus, normalized_by_diameter, diameter, cost_type, x0, y0)
+
+
+def vsd(R_est, t_est, R_gt, t_gt, depth_test, K, delta, taus, normalized_by_diameter, diameter, renderer, model,
+        cost_type: str = "step") -> np.ndarray:
+    """Visible Surface Discrepancy (Hodan, Michel et al. 2018), one error per misalignment tolerance tau.
+
+    BOP's ``pose_error.vsd`` signature, with ``renderer(model, R, t, K, (height, width))`` giving the
+    model's depth in that pose on the pixels it covers as ``(x0, y0, depth)`` (or None): the renderings
+    never leave the object's window (``vfm_pose_ros.data.render.Renderer.depth_patch`` does this).
+    Units: any one length unit for t, depth, delta and diameter.
+    """
+    shape = np.shape(depth_test)
+    patch_est = renderer(model, R_est, t_est, K, shape)
+    patch_gt = renderer(model, R_gt, t_gt, K, shape)
+    return vsd_from_patches(depth_test, patch_est, patch_gt, K, delta, taus, normalized_by_diameter, diameter,
+                            cost_type)
+
+
+def overlapping_sphere_projections(radius: float, p1, p2) -> bool:
+    """BOP ``misc.overlapping_sphere_projections``: whether the (approximate) image discs of two spheres
+    of ``radius`` centred at ``p1`` and ``p2`` (camera frame) overlap. BOP scores VSD 1 without rendering
+    where they do not."""
+    p1 = np.asarray(p1, float).reshape(3)
+    p2 = np.asarray(p2, float).reshape(3)
+    if p1[2] == 0 or p2[2] == 0:
+        return False
+    return bool(np.linalg.norm(p1[:2] / p1[2] - p2[:2] / p2[2]) < radius * (1.0 / p1[2] + 1.0 / p2[2]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,8 +549,11 @@ class InstanceResult:
     mssd: float = float("nan")
     mspd: float = float("nan")  # pixels
     image_width: float = BOP_REFERENCE_WIDTH
+    vsd: float = float("nan")  # mean over BOP's taus of the VSD errors
     mssd_hits: np.ndarray = field(default_factory=lambda: np.zeros(len(MSSD_THRESHOLDS), bool))
     mspd_hits: np.ndarray | None = None  # None where no camera matrix was given
+    vsd_hits: np.ndarray | None = None  # (taus, thresholds); None where VSD was not computed ...
+    vsd_missing: str = ""  # ... and why
 
     @property
     def add_s(self) -> float:
@@ -432,7 +572,8 @@ class InstanceResult:
             "gt_id": self.gt_id, "predicted": self.predicted, "score": num(self.score),
             "add_mm": mm(self.add), "adds_mm": mm(self.adi), "add_s_mm": mm(self.add_s),
             "rot_err_deg": num(self.re), "trans_err_mm": mm(self.te), "mssd_mm": mm(self.mssd),
-            "mspd_px": num(self.mspd), "add_s_01d": self.correct(), "diameter_mm": self.diameter * 1000.0,
+            "mspd_px": num(self.mspd), "vsd_mean": num(self.vsd), "add_s_01d": self.correct(),
+            "diameter_mm": self.diameter * 1000.0,
         }
 
 
@@ -464,15 +605,19 @@ class PoseEvaluator:
 
     ``catalogue`` supplies meshes, diameters and symmetry for every object named in the ground
     truth; ``max_points`` subsamples model vertices (None: all of them, as BOP does with its
-    ``models_eval`` meshes).
+    ``models_eval`` meshes). VSD (and so BOP's average recall) is computed for frames given a depth
+    image and a camera matrix, with ``renderer`` (see :func:`vsd`; e.g. ``data.render.DepthPatches()``)
+    and visibility tolerance ``vsd_delta`` (metres).
     """
 
     def __init__(self, catalogue, max_points: int | None = None, max_sym_disc_step: float = MAX_SYM_DISC_STEP,
-                 default_image_width: float = BOP_REFERENCE_WIDTH):
+                 default_image_width: float = BOP_REFERENCE_WIDTH, renderer=None, vsd_delta: float = VSD_DELTA_M):
         self.catalogue = catalogue
         self.max_points = max_points
         self.max_sym_disc_step = max_sym_disc_step
         self.default_image_width = float(default_image_width)
+        self.renderer = renderer
+        self.vsd_delta = float(vsd_delta)
         self.instances: list[InstanceResult] = []
         self.n_frames = 0
         self.false_positives: dict[str, int] = defaultdict(int)  # predictions matched to no ground truth
@@ -485,14 +630,19 @@ class PoseEvaluator:
         return self._objects[name]
 
     def add_frame(self, gts, predictions, K=None, image_width: float | None = None,
-                  scene_id: int | None = None, im_id: int | None = None) -> list[InstanceResult]:
+                  scene_id: int | None = None, im_id: int | None = None, depth=None) -> list[InstanceResult]:
         """Score one frame: ``gts`` (GroundTruthPose list), ``predictions`` (ObjectPose list), matched by name.
 
-        ``K`` (3x3) enables MSPD; ``image_width`` scales the MSPD thresholds (default 640). Returns
-        the frame's per-instance results (also kept for :meth:`report`).
+        ``K`` (3x3) enables MSPD; ``image_width`` scales the MSPD thresholds (default 640); ``depth``
+        (HxW metres, 0 or non-finite = no measurement) with ``K`` and the evaluator's renderer enables
+        VSD. Returns the frame's per-instance results (also kept for :meth:`report`).
         """
         self.n_frames += 1
         width = float(image_width or self.default_image_width)
+        vsd_missing = ("no depth image" if depth is None else "no camera matrix" if K is None
+                       else "no renderer given to the evaluator" if self.renderer is None else "")
+        if not vsd_missing:
+            depth = np.asarray(depth)
         gts_by_name: dict[str, list] = defaultdict(list)
         for g in gts:
             gts_by_name[g.name].append(g)
@@ -517,16 +667,18 @@ class PoseEvaluator:
                 InstanceResult(name=name, obj_id=int(g.obj_id), diameter=float(obj.model.diameter),
                                symmetric=bool(obj.model.symmetric), scene_id=scene_id, im_id=im_id,
                                gt_id=_gt_index(g, i), image_width=width,
-                               mspd_hits=None if K is None else np.zeros(len(MSPD_THRESHOLDS_PX), bool))
+                               mspd_hits=None if K is None else np.zeros(len(MSPD_THRESHOLDS_PX), bool),
+                               vsd_hits=None if vsd_missing else np.zeros((len(VSD_TAUS), len(VSD_THRESHOLDS)), bool),
+                               vsd_missing=vsd_missing)
                 for i, g in enumerate(group)
             ]
             if kept:
-                self._score_group(obj, group, kept, results, K, width)
+                self._score_group(obj, group, kept, results, K, width, None if vsd_missing else depth)
             frame_results.extend(results)
         self.instances.extend(frame_results)
         return frame_results
 
-    def _score_group(self, obj: _ObjectData, group, kept, results, K, width):
+    def _score_group(self, obj: _ObjectData, group, kept, results, K, width, depth=None):
         P, G = len(kept), len(group)
         ii, jj = np.meshgrid(np.arange(P), np.arange(G), indexing="ij")
         ii, jj = ii.ravel(), jj.ravel()
@@ -544,6 +696,7 @@ class PoseEvaluator:
         if K is not None:
             err["mspd"] = mspd_batch(R_e, t_e, R_g, t_g, K, obj.pts, obj.syms, sym_pts=obj.sym_pts)
         err = {k: v.reshape(P, G) for k, v in err.items()}
+        vsd_err = None if depth is None else self._vsd_errors(obj, R_e, t_e, R_g, t_g, K, depth).reshape(P, G, -1)
         # Primary matching (errors, accuracies, AUC): decreasing score, lowest ADD(-S) among unmatched.
         primary = err["adi"] if obj.model.symmetric else err["add"]
         taken = np.zeros(G, dtype=bool)
@@ -554,12 +707,38 @@ class PoseEvaluator:
             r.predicted, r.score = True, float(kept[p].score)
             for key in err:
                 setattr(r, key, float(err[key][p, g]))
-        # BOP recalls: the toolkit's thresholded matching, once per threshold.
+            if vsd_err is not None:
+                r.vsd = float(vsd_err[p, g].mean())
+        # BOP recalls: the toolkit's thresholded matching, once per threshold. MSSD is infinite where the
+        # centres are a diameter or more apart (eval_calc_errors' bounding-sphere test).
         d = obj.model.diameter
-        _threshold_hits(err["mssd"], np.asarray(MSSD_THRESHOLDS) * d, [r.mssd_hits for r in results])
+        mssd_bop = np.where(err["te"] < d, err["mssd"], np.inf)
+        _threshold_hits(mssd_bop, np.asarray(MSSD_THRESHOLDS) * d, [r.mssd_hits for r in results])
         if K is not None:
             scaled = err["mspd"] * (BOP_REFERENCE_WIDTH / width)
             _threshold_hits(scaled, np.asarray(MSPD_THRESHOLDS_PX, float), [r.mspd_hits for r in results])
+        if vsd_err is not None:
+            for k in range(len(VSD_TAUS)):  # one matching per (tau, threshold), as eval_bop19_pose runs them
+                _threshold_hits(vsd_err[:, :, k], np.asarray(VSD_THRESHOLDS), [r.vsd_hits[k] for r in results])
+
+    def _vsd_errors(self, obj: _ObjectData, R_e, t_e, R_g, t_g, K, depth) -> np.ndarray:
+        """VSD at BOP's taus (N, taus) for N pose pairs; each distinct pose is rendered once, and pairs whose
+        bounding-sphere projections do not overlap are 1 without rendering (as eval_calc_errors does)."""
+        model, diameter = obj.model, float(obj.model.diameter)
+        patches: dict[bytes, object] = {}
+
+        def patch(R, t):
+            key = R.tobytes() + t.tobytes()
+            if key not in patches:
+                patches[key] = self.renderer(model, R, t, K, depth.shape)
+            return patches[key]
+
+        out = np.ones((len(R_e), len(VSD_TAUS)))
+        for n in range(len(R_e)):
+            if overlapping_sphere_projections(0.5 * diameter, t_e[n], t_g[n]):
+                out[n] = vsd_from_patches(depth, patch(R_e[n], t_e[n]), patch(R_g[n], t_g[n]), K, self.vsd_delta,
+                                          VSD_TAUS, True, diameter)
+        return out
 
     def report(self) -> dict:
         """The report: per object (under "objects"), pooled over all instances ("overall"), and object means."""
@@ -569,7 +748,8 @@ class PoseEvaluator:
         objects = {name: summarise(rs, self.false_positives.get(name, 0)) for name, rs in sorted(by_name.items())}
         overall = summarise(self.instances, sum(self.false_positives.values()))
         fractions = ("add_01d_acc", "adds_01d_acc", "add_s_01d_acc", "auc_add", "auc_adds", "acc_5cm5deg",
-                     "mssd_recall", "mspd_recall")
+                     "mssd_recall", "mspd_recall", "bop19_average_recall", "bop19_average_recall_vsd",
+                     "bop19_average_recall_mssd", "bop19_average_recall_mspd")
         mean_over_objects = {}
         for key in fractions:
             vals = [o[key] for o in objects.values() if o[key] is not None]
@@ -580,7 +760,7 @@ class PoseEvaluator:
             "mean_over_objects": mean_over_objects,
             "n_frames": self.n_frames,
             "n_invalid_predictions": self.n_invalid_predictions,
-            "settings": report_settings(self.max_points),
+            "settings": report_settings(self.max_points, self.vsd_delta),
         }
 
 
@@ -599,7 +779,7 @@ def evaluate_pairs(pairs, catalogue, K=None, image_width: float | None = None, m
     return ev.report()
 
 
-def report_settings(max_points=None) -> dict:
+def report_settings(max_points=None, vsd_delta: float = VSD_DELTA_M) -> dict:
     """How the numbers were computed, stored with every report."""
     return {
         "units": "errors in mm, degrees and pixels; fractions in 0..1",
@@ -608,6 +788,12 @@ def report_settings(max_points=None) -> dict:
         "auc": f"YCB-Video/PoseCNN VOCap, thresholds 0..{AUC_MAX_THRESHOLD_M * 1000:.0f} mm, normalised to 1",
         "mssd_thresholds": "0.05..0.50 x diameter, step 0.05 (BOP 2019)",
         "mspd_thresholds": "5..50 px, step 5, scaled by image width / 640 (BOP 2019)",
+        "vsd": f"BOP pose_error.vsd: cost step, delta {vsd_delta * 1000:g} mm, taus 0.05..0.50 x diameter, "
+               "normalized by diameter, visibility 'bop19'; thresholds 0.05..0.50, step 0.05; 1 where the "
+               "bounding-sphere projections do not overlap",
+        "bop19_average_recall": "mean of the VSD (over 10 taus x 10 thresholds), MSSD and MSPD recalls, each "
+                                "recall = matched / ground truth with BOP's per-threshold greedy matching "
+                                "(eval_bop19_pose.py); not available (None) without depth",
         "symmetries": f"BOP get_symmetry_transformations, max_sym_disc_step={MAX_SYM_DISC_STEP}",
         "matching": "per object and frame; top n_gt predictions by score; each takes the unmatched ground truth "
                     "with the lowest ADD(-S); MSSD/MSPD recalls use BOP's thresholded greedy matching",
@@ -654,6 +840,45 @@ def summarise(results: list[InstanceResult], false_positives: int = 0) -> dict:
     out["mspd_recall"] = float(np.mean(np.sum([r.mspd_hits for r in with_k], axis=0) / len(with_k))) if with_k else None
     scored_k = [r.mspd for r in with_k if r.predicted]
     out["mspd_mean_px"] = float(np.mean(scored_k)) if scored_k else None
+    out.update(bop19_recalls(results))
+    return out
+
+
+def bop19_recalls(results: list[InstanceResult]) -> dict:
+    """BOP 2019's average recalls over a set of ground-truth instances (eval_bop19_pose.py).
+
+    Each recall is (ground truth matched below the threshold) / (ground truth), averaged over the
+    thresholds (and for VSD over the taus too); ``bop19_average_recall`` is the mean of the three. A
+    recall that cannot be computed for every instance (VSD without depth, MSPD without K) is None, as
+    is the average, and ``bop19_unavailable_reason`` says why.
+    """
+    n_gt = len(results)
+
+    def mean_recall(attr):
+        hits = [getattr(r, attr) for r in results]
+        if not n_gt or any(h is None for h in hits):
+            return None
+        return float(np.mean(np.sum(hits, axis=0) / n_gt))
+
+    out = {
+        "bop19_average_recall_vsd": mean_recall("vsd_hits"),
+        "bop19_average_recall_mssd": mean_recall("mssd_hits"),
+        "bop19_average_recall_mspd": mean_recall("mspd_hits"),
+    }
+    parts = list(out.values())
+    out["bop19_average_recall"] = float(np.mean(parts)) if all(v is not None for v in parts) else None
+    reason = None
+    if not n_gt:
+        reason = "no ground truth"
+    elif out["bop19_average_recall"] is None:
+        why = defaultdict(int)
+        for r in results:
+            if r.vsd_hits is None:
+                why[f"VSD: {r.vsd_missing or 'not computed'}"] += 1
+            if r.mspd_hits is None:
+                why["MSPD: no camera matrix"] += 1
+        reason = "; ".join(f"{k} for {v} of {n_gt} ground-truth instances" for k, v in sorted(why.items()))
+    out["bop19_unavailable_reason"] = reason
     return out
 
 
@@ -662,9 +887,11 @@ _TABLE = [  # (header, key, format)
     ("ADD mm", "add_mean_mm", "{:.1f}"), ("ADD-S mm", "adds_mean_mm", "{:.1f}"),
     ("rot deg", "rot_err_mean_deg", "{:.2f}"), ("trans mm", "trans_err_mean_mm", "{:.1f}"),
     ("ADD.1d", "add_01d_acc", "{:.3f}"), ("ADD-S.1d", "adds_01d_acc", "{:.3f}"),
-    ("ADD(-S).1d", "add_s_01d_acc", "{:.3f}"), ("AUC ADD", "auc_add", "{:.3f}"),
+    ("ADD(-S).1d", "add_s_01d_acc", "{:.3f}"), ("BOP AR", "bop19_average_recall", "{:.3f}"),
+    ("AUC ADD", "auc_add", "{:.3f}"),
     ("AUC ADD-S", "auc_adds", "{:.3f}"), ("5cm5deg", "acc_5cm5deg", "{:.3f}"),
-    ("AR MSSD", "mssd_recall", "{:.3f}"), ("AR MSPD", "mspd_recall", "{:.3f}"),
+    ("AR VSD", "bop19_average_recall_vsd", "{:.3f}"), ("AR MSSD", "mssd_recall", "{:.3f}"),
+    ("AR MSPD", "mspd_recall", "{:.3f}"),
 ]
 
 

@@ -187,9 +187,13 @@ class Renderer:
         return data
 
     # --------------------------------------------------------------- raster
-    def _rasterize(self, mesh: _MeshData, R, t) -> _Fragments | None:
-        """Front-most fragments of one mesh: scanline spans per triangle row, vectorised over all triangles."""
-        W, H, K = self.width, self.height, self.K
+    def _covered(self, mesh: _MeshData, R, t, K=None):
+        """Every (triangle, pixel centre) pair a mesh covers: scanline spans per triangle row, vectorised over
+        all triangles. Returns (kept triangle indices, barycentric planes A, B, C (w_i = A_i x + B_i y + C_i),
+        vertex depths of every face, per-pair triangle (into the kept ones), x, y), or None. ``K`` overrides the
+        renderer's camera matrix (same image size)."""
+        W, H = self.width, self.height
+        K = self.K if K is None else np.asarray(K, dtype=np.float64).reshape(3, 3)
         pc = mesh.vertices @ np.asarray(R, dtype=np.float64).T + np.asarray(t, dtype=np.float64).reshape(1, 3)
         z = pc[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -230,8 +234,15 @@ class Renderer:
         ptri = np.concatenate([t_r, t_c])
         if len(ptri) == 0:
             return None
-        px = np.concatenate([x_r, x_c])
-        py = np.concatenate([y_r, y_c])
+        return idx, A, B, C, fz, ptri, np.concatenate([x_r, x_c]), np.concatenate([y_r, y_c])
+
+    def _rasterize(self, mesh: _MeshData, R, t, K=None) -> _Fragments | None:
+        """Front-most fragments of one mesh (``K`` as in :meth:`_covered`)."""
+        cov = self._covered(mesh, R, t, K)
+        if cov is None:
+            return None
+        idx, A, B, C, fz, ptri, px, py = cov
+        W = self.width
         w = A[ptri] * px[:, None] + B[ptri] * py[:, None] + C[ptri]
         w = np.clip(w, 0.0, None)  # pixels on an edge may round to -1e-16
         w /= (w[:, 0] + w[:, 1] + w[:, 2])[:, None]
@@ -246,6 +257,28 @@ class Renderer:
         first[1:] = ps[1:] != ps[:-1]
         sel = order[first]
         return _Fragments(pix[sel], depth[sel], idx[ptri[sel]], inv_z[sel] / s[sel, None])
+
+    def depth_patch(self, obj, R, t, K=None) -> tuple[int, int, np.ndarray] | None:
+        """The mesh's depth (metres, 0 = not covered) on the smallest window holding every pixel it covers,
+        as ``(x0, y0, depth)`` with ``(x0, y0)`` the window's top-left pixel; None where it covers none.
+
+        The depth :meth:`render` gives, computed only on the object's pixels (what VSD needs): 1/z is one
+        affine plane per triangle, and the z-buffer keeps each pixel's largest 1/z (``np.maximum.at``)
+        instead of sorting fragments. ``K`` overrides the renderer's camera matrix (same image size).
+        """
+        cov = self._covered(self.mesh_data(obj), R, t, K)
+        if cov is None:
+            return None
+        idx, A, B, C, fz, ptri, px, py = cov
+        inv = 1.0 / fz[idx]  # 1/z = sum_i w_i / z_i: affine in the pixel position, per triangle
+        a, b, c = (A * inv).sum(axis=1), (B * inv).sum(axis=1), (C * inv).sum(axis=1)
+        x0, y0 = int(px.min()), int(py.min())
+        w = int(px.max()) - x0 + 1
+        buf = np.zeros((int(py.max()) - y0 + 1) * w)
+        np.maximum.at(buf, (py - y0) * w + (px - x0), a[ptri] * px + b[ptri] * py + c[ptri])
+        with np.errstate(divide="ignore"):
+            depth = np.where(buf > 0, 1.0 / buf, 0.0)
+        return x0, y0, depth.reshape(-1, w)
 
     # ----------------------------------------------------------------- plane
     def _plane(self, plane: Plane, light: Light):
@@ -347,3 +380,19 @@ class Renderer:
         depth = np.where(np.isfinite(zbuf), zbuf, 0.0).astype(np.float32).reshape(H, W)
         labels[labels < 0] = -1
         return RenderResult(rgb.reshape(H, W, 3), depth, masks_visib, masks_full, fracts, labels.reshape(H, W))
+
+
+class DepthPatches:
+    """``vfm_pose_ros.core.metrics.vsd``'s renderer: ``(model, R, t, K, (height, width)) -> (x0, y0, depth)``.
+
+    One :class:`Renderer` per image size, its meshes cached; K may change from call to call."""
+
+    def __init__(self):
+        self._by_size: dict[tuple[int, int], Renderer] = {}
+
+    def __call__(self, model, R, t, K, shape):
+        h, w = int(shape[0]), int(shape[1])
+        r = self._by_size.get((w, h))
+        if r is None:
+            r = self._by_size[(w, h)] = Renderer(w, h, K=K)
+        return r.depth_patch(model, R, t, K)
