@@ -65,7 +65,8 @@ def run_eval(root, results, tmp_path, *extra):
 def test_ground_truth_results_score_perfectly(dataset, tmp_path, capsys):
     rep = run_eval(dataset, gt_results(dataset), tmp_path, "--instances-csv", str(tmp_path / "inst.csv"))
     o = rep["overall"]
-    assert o["n_gt"] == o["n_predicted"] == 13
+    # --targets auto: the dataset's test_targets_bop19.json leaves out the 5 %-visible tetra
+    assert o["n_gt"] == o["n_predicted"] == 12 and rep["dataset"]["targets"]
     for key in ("add_mean_mm", "adds_mean_mm", "add_median_mm", "adds_median_mm", "rot_err_mean_deg",
                 "rot_err_median_deg", "trans_err_mean_mm", "trans_err_median_mm"):
         assert o[key] == pytest.approx(0.0, abs=1e-4), key
@@ -73,11 +74,14 @@ def test_ground_truth_results_score_perfectly(dataset, tmp_path, capsys):
                 "mssd_recall", "mspd_recall"):
         assert o[key] == pytest.approx(1.0), key
     assert set(rep["objects"]) == {"cube", "tetra"}
-    assert rep["objects"]["tetra"]["n_gt"] == 7
+    assert rep["objects"]["tetra"]["n_gt"] == 6
     assert rep["dataset"]["mean_time_per_image_s"] == pytest.approx(0.05)
+    assert o["bop19_average_time_per_image"] == pytest.approx(0.05)
     printed = capsys.readouterr().out
-    assert "overall" in printed and "cube" in printed and "13 ground-truth instances" in printed
-    assert len((tmp_path / "inst.csv").read_text().splitlines()) == 14
+    assert "overall" in printed and "cube" in printed and "12 ground-truth instances" in printed
+    assert len((tmp_path / "inst.csv").read_text().splitlines()) == 13
+    rep = run_eval(dataset, gt_results(dataset), tmp_path, "--targets", "none")  # all ground truth
+    assert rep["overall"]["n_gt"] == 13 and rep["objects"]["tetra"]["n_gt"] == 7 and not rep["dataset"]["targets"]
 
 
 def test_ten_degrees_about_a_fixed_axis(dataset, tmp_path):
@@ -126,3 +130,53 @@ def test_bad_input_is_reported(dataset, tmp_path, capsys):
     assert "dataset folder not found" in capsys.readouterr().err
     assert cli.main(["eval", "--dataset", str(dataset), "--results", str(tmp_path / "none.csv")]) == 1
     assert "results file not found" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def depth_dataset(tmp_path_factory):
+    """The cube and the tetrahedron rendered with depth (160 x 120): what VSD, and so BOP AR, needs."""
+    from vfm_pose_ros.data.render import Renderer
+
+    root = tmp_path_factory.mktemp("bop_depth") / "tiny"
+    cat = Catalogue([ObjectModel("cube", 1, CUBE, faces=CUBE_FACES), ObjectModel("tetra", 2, TETRA, faces=TETRA_FACES)])
+    Ks = K * np.array([[0.25], [0.25], [1.0]])
+    ren = Renderer(160, 120, K=Ks)
+    rng = np.random.default_rng(2)
+    with BopWriter(root, "test", K_default=Ks) as w:
+        for im in range(4):
+            gts = [GroundTruthPose(o.class_id, o.name, axis_angle_to_matrix(rng.normal(size=3)),
+                                   np.array([(-0.06, 0.06)[i], 0.0, rng.uniform(0.5, 0.7)])) for i, o in enumerate(cat)]
+            out = ren.render([(cat[g.name], g.R, g.t) for g in gts])
+            for g, f in zip(gts, out.visib_fract):
+                g.visib_fract = f
+            w.add_frame(0, im, out.rgb, out.depth, None, gts)
+    write_models_info(root / "models", cat)
+    return root
+
+
+def test_bop_average_recall_with_depth(depth_dataset, tmp_path, capsys):
+    rep = run_eval(depth_dataset, gt_results(depth_dataset), tmp_path)
+    o = rep["overall"]
+    for key in ("bop19_average_recall", "bop19_average_recall_vsd", "bop19_average_recall_mssd",
+                "bop19_average_recall_mspd"):
+        assert o[key] == 1.0, key
+        assert rep["objects"]["cube"][key] == rep["objects"]["tetra"][key] == 1.0, key
+    assert o["bop19_average_time_per_image"] == pytest.approx(0.05) and o["bop19_unavailable_reason"] is None
+    assert "BOP AR 1.000 (VSD 1.000, MSSD 1.000, MSPD 1.000)" in capsys.readouterr().out
+    # 1 m off: every recall 0 (and VSD 1 without rendering: the sphere projections do not overlap)
+    rep = run_eval(depth_dataset, gt_results(depth_dataset, t_fn=lambda t: t + [1.0, 0.0, 0.0]), tmp_path)
+    assert rep["overall"]["bop19_average_recall"] == 0.0 and rep["overall"]["bop19_average_recall_vsd"] == 0.0
+    # --no-vsd: not available, never 0
+    rep = run_eval(depth_dataset, gt_results(depth_dataset), tmp_path, "--no-vsd")
+    assert rep["overall"]["bop19_average_recall"] is None and rep["overall"]["bop19_average_recall_vsd"] is None
+    assert rep["overall"]["bop19_average_recall_mssd"] == 1.0
+    assert "BOP AR not available: VSD" in capsys.readouterr().out
+
+
+def test_without_depth_bop_ar_is_not_available(dataset, tmp_path, capsys):
+    rep = run_eval(dataset, gt_results(dataset), tmp_path)
+    o = rep["overall"]
+    assert o["bop19_average_recall"] is None and o["bop19_average_recall_vsd"] is None
+    assert "no depth image" in o["bop19_unavailable_reason"]
+    assert o["bop19_average_recall_mssd"] == 1.0 and o["bop19_average_recall_mspd"] == 1.0
+    assert "BOP AR not available" in capsys.readouterr().out

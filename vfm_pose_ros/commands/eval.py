@@ -1,4 +1,4 @@
-"""score BOP results (CSV) against a BOP dataset: ADD, ADD-S, errors, accuracies, AUC, MSSD/MSPD
+"""score BOP results (CSV) against a BOP dataset: ADD, ADD-S, errors, accuracies, AUC, BOP AR (VSD/MSSD/MSPD)
 
 Prints one row per object and the pooled overall row, and writes the JSON report (errors in mm,
 degrees and pixels; accuracies and recalls as fractions). Metric definitions: vfm_pose_ros/core/metrics.py.
@@ -16,28 +16,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", required=True, type=Path,
                         help="BOP results CSV: scene_id,im_id,obj_id,score,R,t,time (t in mm)")
     parser.add_argument("--split", default="test", help="split folder under the dataset root (default: test)")
-    parser.add_argument("--targets", default=None,
-                        help="'bop19' to score only test_targets_bop19.json (BOP 2019 protocol), or a targets JSON")
+    parser.add_argument("--targets", default="auto",
+                        help="'auto' (default): the dataset's test_targets_bop19.json for a test split when it has "
+                             "one (BOP 2019 protocol), else all ground truth; 'bop19', 'none' (all ground truth), "
+                             "or a targets JSON")
     parser.add_argument("--objects-dir", type=Path, default=None,
                         help="object models: a BOP models folder or a YAML catalogue directory "
                              "(default: the dataset's models_eval/ or models/)")
     parser.add_argument("--max-points", type=int, default=None,
                         help="subsample model vertices for the metrics (default: all, as BOP does)")
+    parser.add_argument("--no-vsd", action="store_true",
+                        help="skip VSD (no depth images read, no rendering): BOP AR is then not available")
+    parser.add_argument("--vsd-delta-mm", type=float, default=None,
+                        help="VSD visibility tolerance (default: BOP's, 5 mm for ITODD, else 15 mm)")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--instances-csv", type=Path, default=None, help="also write one CSV row per ground truth")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.metrics import PoseEvaluator, format_report
+    from ..core.metrics import format_report
     from ..data.bop import BopDataset, read_results_csv
-    from ..data.evaluation import evaluate, resolve_catalogue
+    from ..data.evaluation import default_targets, evaluate, make_evaluator, resolve_catalogue, vsd_delta_for
 
     try:
-        dataset = BopDataset(args.dataset, split=args.split, targets=args.targets)
+        targets = default_targets(args.dataset, args.split) if args.targets == "auto" else args.targets
+        dataset = BopDataset(args.dataset, split=args.split, targets=targets)
         results = read_results_csv(args.results)
         catalogue = resolve_catalogue(dataset, args.objects_dir)
-        evaluator = PoseEvaluator(catalogue, max_points=args.max_points)
+        delta = vsd_delta_for(args.dataset) if args.vsd_delta_mm is None else args.vsd_delta_mm / 1000.0
+        evaluator = make_evaluator(catalogue, max_points=args.max_points, vsd=not args.no_vsd, vsd_delta=delta)
         report = evaluate(dataset, results, catalogue, progress=not args.quiet, evaluator=evaluator)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
@@ -45,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     print(format_report(report))
+    ov = report["overall"]
+    if ov.get("bop19_average_recall") is not None:
+        print(f"\nBOP AR {ov['bop19_average_recall']:.3f} (VSD {ov['bop19_average_recall_vsd']:.3f}, "
+              f"MSSD {ov['bop19_average_recall_mssd']:.3f}, MSPD {ov['bop19_average_recall_mspd']:.3f})"
+              + ("" if dataset.targets is not None else " (over all ground truth: no BOP targets file used)"))
+    else:
+        print(f"\nBOP AR not available: {ov.get('bop19_unavailable_reason')}")
     info = report["dataset"]
     print(f"\n{report['n_frames']} frames, {report['overall']['n_gt']} ground-truth instances, "
           f"{info['n_results']} results ({info['n_results_scored']} scored"

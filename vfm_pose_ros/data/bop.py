@@ -355,11 +355,7 @@ class BopDataset:
             rgb = read_image(self._image_path(sc, im_id))
             height, width = rgb.shape[:2]
             if self.load_depth:
-                for ext in (".png", ".tif", ".tiff"):
-                    p = sc.path / "depth" / f"{im_id:06d}{ext}"
-                    if p.is_file():
-                        depth = read_depth(p, depth_scale)
-                        break
+                depth = self.depth(scene_id, im_id)
             if self.load_masks:
                 for g in gts:
                     p = sc.path / "mask_visib" / f"{im_id:06d}_{g.gt_id:06d}.png"
@@ -368,6 +364,17 @@ class BopDataset:
         else:
             width, height = self._image_size(sc, im_id, cam)
         return SceneFrame(int(scene_id), im_id, rgb, depth, K, gts, int(width), int(height), depth_scale)
+
+    def depth(self, scene_id: int, im_id: int) -> np.ndarray | None:
+        """Only the depth image (metres, 0 = no measurement) of one frame; None where the frame has none."""
+        sc = self._scene(scene_id)
+        im_id = int(im_id)
+        depth_scale = float(sc.camera.get(im_id, {}).get("depth_scale", 1.0))
+        for ext in (".png", ".tif", ".tiff"):
+            p = sc.path / "depth" / f"{im_id:06d}{ext}"
+            if p.is_file():
+                return read_depth(p, depth_scale)
+        return None
 
     def _image_size(self, sc: _Scene, im_id: int, cam: dict) -> tuple[int, int]:
         if "im_size" in cam:  # BOP 2024 per-image size [width, height]

@@ -13,8 +13,30 @@ from pathlib import Path
 import numpy as np
 
 from ..core.catalogue import Catalogue
-from ..core.metrics import PoseEvaluator
-from .bop import BopDataset, BopResult
+from ..core.metrics import VSD_DELTA_ITODD_M, VSD_DELTA_M, PoseEvaluator
+from .bop import TARGETS_BOP19, BopDataset, BopResult
+
+
+def default_targets(root, split: str) -> str | None:
+    """'bop19' where the dataset has BOP's ``test_targets_bop19.json`` and the split is a test split (the
+    file lists test images), else None (all ground truth): what ``--targets auto`` means."""
+    return "bop19" if split.startswith("test") and (Path(root) / TARGETS_BOP19).is_file() else None
+
+
+def vsd_delta_for(root) -> float:
+    """BOP 2019's VSD visibility tolerance for a dataset (metres): 5 mm for ITODD, 15 mm for the others."""
+    return VSD_DELTA_ITODD_M if Path(root).resolve().name.lower().startswith("itodd") else VSD_DELTA_M
+
+
+def make_evaluator(catalogue, max_points: int | None = None, vsd: bool = True, vsd_delta: float = VSD_DELTA_M
+                   ) -> PoseEvaluator:
+    """A PoseEvaluator that computes VSD (the package renderer, on the object's pixels) unless ``vsd`` is off."""
+    renderer = None
+    if vsd:
+        from .render import DepthPatches
+
+        renderer = DepthPatches()
+    return PoseEvaluator(catalogue, max_points=max_points, renderer=renderer, vsd_delta=vsd_delta)
 
 
 def resolve_catalogue(dataset: BopDataset, objects_dir=None) -> Catalogue:
@@ -38,12 +60,13 @@ def evaluate(dataset: BopDataset, results: list[BopResult], catalogue: Catalogue
     Ground truth is renamed by the catalogue's class ids, so the dataset's own naming does not
     matter. Results for frames outside the dataset, or for objects the catalogue lacks, are
     counted in ``report["dataset"]`` and otherwise ignored. Pass ``evaluator`` to keep the
-    per-instance results (``evaluator.instances``).
+    per-instance results (``evaluator.instances``). Depth images are read (not the colour images)
+    only when the evaluator computes VSD (it has a renderer).
     """
     from tqdm import tqdm
 
     catalogue = catalogue or resolve_catalogue(dataset)
-    ev = evaluator or PoseEvaluator(catalogue, max_points=max_points)
+    ev = evaluator or make_evaluator(catalogue, max_points=max_points, vsd_delta=vsd_delta_for(dataset.root))
     by_frame: dict[tuple[int, int], list[BopResult]] = defaultdict(list)
     for r in results:
         by_frame[(int(r.scene_id), int(r.im_id))].append(r)
@@ -69,13 +92,20 @@ def evaluate(dataset: BopDataset, results: list[BopResult], catalogue: Catalogue
                 continue
             preds.append(r.to_pose(catalogue.by_id[r.obj_id].name))
         n_used += len(preds)
-        ev.add_frame(gts, preds, K=fr.K, image_width=fr.width, scene_id=sid, im_id=iid)
+        depth = dataset.depth(sid, iid) if ev.renderer is not None and gts else None
+        ev.add_frame(gts, preds, K=fr.K, image_width=fr.width, scene_id=sid, im_id=iid, depth=depth)
     report = ev.report()
     keyset = set(keys)
-    times = {}
+    # BOP's time per image (inout.check_consistent_timings): every estimate of an image carries the image's
+    # time; the mean over images, only when every result has one.
+    times: dict[tuple[int, int], float] = {}
+    all_timed = bool(results)
     for r in results:
         if r.time >= 0:
-            times[(r.scene_id, r.im_id)] = r.time
+            times.setdefault((r.scene_id, r.im_id), r.time)
+        else:
+            all_timed = False
+    report["overall"]["bop19_average_time_per_image"] = float(np.mean(list(times.values()))) if all_timed else None
     report["dataset"] = {
         "root": str(dataset.root),
         "split": dataset.split,
