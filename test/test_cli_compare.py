@@ -85,12 +85,14 @@ def test_cli_compare_dataset(setup, tmp_path, capsys):
         assert rc == 0
         ev = json.loads((tmp_path / f"eval_{b}.json").read_text())
         assert rep["overall"] == ev["overall"] and rep["objects"] == ev["objects"]
+        assert rep["overall"]["bop19_average_recall"] is not None  # the synthetic frames have depth: BOP AR
     with open(out / "table.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["backend"] for r in rows} == {"clip", "dinov2"}
     assert "latency_p95_ms" in rows[0] and "add_mean_mm" in rows[0]
     md = (out / "report.md").read_text()
     assert all(f"]({f})" in md for f in doc["figures"].values())
+    assert "| BOP AR |" in md and "BOP AR" in printed and "bop19_average_recall" in rows[0]
 
 
 def test_cli_compare_errors(tmp_path, capsys):

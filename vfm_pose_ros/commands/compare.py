@@ -137,9 +137,8 @@ def run_dataset(args, backends: list[str], checkpoints: dict[str, Path]) -> dict
     """Dataset mode: in-process estimators, BOP results CSVs, scored like `vfm-pose eval`."""
     from tqdm import tqdm
 
-    from ..core.metrics import PoseEvaluator
     from ..data.bop import BopDataset, BopResult, read_results_csv, save_json, write_results_csv
-    from ..data.evaluation import evaluate, resolve_catalogue
+    from ..data.evaluation import evaluate, make_evaluator, resolve_catalogue, vsd_delta_for
     from ..models import load_estimator
     from ..report.compare import (
         BackendResult,
@@ -226,7 +225,7 @@ def run_dataset(args, backends: list[str], checkpoints: dict[str, Path]) -> dict
             print(f"warning: {b} predicted objects the catalogue lacks (not scored): {sorted(unknown)}",
                   file=sys.stderr)
         csv_path = write_results_csv(out / f"results_{b}.csv", rows)
-        ev = PoseEvaluator(catalogue)
+        ev = make_evaluator(catalogue, vsd_delta=vsd_delta_for(args.dataset))  # VSD where the frames have depth
         # Score the file as written (read back), the same call as `vfm-pose eval`.
         report = evaluate(scored, read_results_csv(csv_path), catalogue, progress=False, evaluator=ev)
         settings = _estimator_settings(estimators[b], checkpoints[b])
