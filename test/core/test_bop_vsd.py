@@ -137,3 +137,15 @@ def test_far_estimate_scores_vsd_one_without_rendering():
     assert not M.overlapping_sphere_projections(DIAM / 2, far, T_GT)
     (r,) = ev.add_frame([GroundTruthPose(1, "plate", I3, T_GT)], [ObjectPose("plate", I3, far)], K=K, depth=scene_depth())
     assert r.vsd == 1.0 and not r.vsd_hits.any() and not calls
+
+
+def test_a_frame_without_estimates_needs_no_depth_for_vsd():
+    ev = M.PoseEvaluator(Catalogue([PLATE]), renderer=DepthPatches())
+    ev.add_frame([GroundTruthPose(1, "plate", I3, T_GT)], [ObjectPose("plate", I3, T_GT)], K=K, depth=scene_depth())
+    ev.add_frame([GroundTruthPose(1, "plate", I3, T_GT)], [], K=K, depth=None)  # missed: a failure, depth or not
+    o = ev.report()["overall"]
+    assert o["bop19_average_recall_vsd"] == 0.5 and o["bop19_average_recall"] == pytest.approx(0.5)
+    # an estimate in a frame without depth: VSD cannot be computed, so neither can AR
+    ev.add_frame([GroundTruthPose(1, "plate", I3, T_GT)], [ObjectPose("plate", I3, T_GT)], K=K, depth=None)
+    o = ev.report()["overall"]
+    assert o["bop19_average_recall_vsd"] is None and "no depth image for 1 of 3" in o["bop19_unavailable_reason"]

@@ -55,10 +55,14 @@ def _scenario(catalogue, n_frames=6, seed=1):
 MAX_POINTS = 500  # model points for the metrics (fast tests; the same for node and offline)
 
 
-def _offline(catalogue, frames, missing):
-    ev = PoseEvaluator(catalogue, max_points=MAX_POINTS)
+def _offline(catalogue, frames, missing, depths=None):
+    """The offline report; with ``depths`` (stamp -> metres) VSD too, as the node's ``vsd`` parameter does."""
+    from vfm_pose_ros.data.render import DepthPatches
+
+    ev = PoseEvaluator(catalogue, max_points=MAX_POINTS, renderer=DepthPatches() if depths is not None else None)
     for stamp, gts, preds in frames:
-        ev.add_frame(gts, [] if stamp in missing else preds, K=K, image_width=640.0)
+        ev.add_frame(gts, [] if stamp in missing else preds, K=K, image_width=640.0,
+                     depth=None if depths is None else depths.get(stamp))
     return ev.report()
 
 
@@ -95,15 +99,21 @@ def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_repor
     import rclpy
     import rclpy.executors
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo
+    from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import String
     from vision_msgs.msg import Detection3DArray
+
+    from vfm_pose_ros.data.render import Renderer
 
     out = tmp_path / "eval"
     proc = spawn_python("-m", "vfm_pose_ros.ros.evaluator_node", "--ros-args", "-p", f"output_dir:={out}",
                         "-p", "match_timeout_s:=30.0", "-p", f"max_points:={MAX_POINTS}", "-p", "summary_period_s:=0.2")
     frames = _scenario(catalogue)
     missing = {frames[4][0]}
+    ren = Renderer(640, 480, K=K)
+    depth_msgs = {stamp: convert.depth_to_image(ren.render([(catalogue[g.name], g.R, g.t) for g in gts]).depth)
+                  for stamp, gts, _ in frames[:-1]}  # the last frame's depth never comes
+    depths = {stamp: convert.image_to_depth(m) for stamp, m in depth_msgs.items()}  # as the node reads them
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
@@ -115,6 +125,7 @@ def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_repor
         pub_gt = node.create_publisher(Detection3DArray, "/ground_truth/detections", reliable)
         pub_det = node.create_publisher(Detection3DArray, "/vfm_pose/detections", reliable)
         pub_info = node.create_publisher(CameraInfo, "/camera/color/camera_info", reliable)
+        pub_depth = node.create_publisher(Image, "/camera/aligned_depth_to_color/image_raw", reliable)
         summaries = []
         node.create_subscription(String, "/vfm_pose_evaluator/summary", lambda m: summaries.append(json.loads(m.data)),
                                  10)
@@ -127,13 +138,17 @@ def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_repor
             return cond()
 
         assert spin_until(lambda: pub_gt.get_subscription_count() and pub_det.get_subscription_count()
-                          and pub_info.get_subscription_count(), 30), "evaluator node did not subscribe"
+                          and pub_info.get_subscription_count() and pub_depth.get_subscription_count(), 30), "evaluator node did not subscribe"
         for stamp, gts, preds in frames:
             header = convert.make_header(stamp, "camera_color_optical_frame")
             pub_info.publish(convert.K_to_camera_info(K, 640, 480, header))
             time.sleep(0.02)  # camera info first, as the player sends it
             pub_gt.publish(convert.poses_to_detection_array(
                 [ObjectPose(g.name, g.R, g.t, 1.0) for g in gts], catalogue, header))
+            if stamp in depth_msgs:
+                depth_msgs[stamp].header = header
+                pub_depth.publish(depth_msgs[stamp])
+                time.sleep(0.02)  # depth before detections, as the player sends it before the image
             if stamp not in missing:
                 pub_det.publish(convert.poses_to_detection_array(preds, catalogue, header))
         assert spin_until(lambda: summaries and summaries[-1]["frames_matched"] == 5, 30), summaries[-1:]
@@ -147,7 +162,7 @@ def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_repor
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     rep = json.loads((out / "report.json").read_text())
-    offline = json.loads(json.dumps(_offline(catalogue, frames, missing)))
+    offline = json.loads(json.dumps(_offline(catalogue, frames, missing, depths)))
     assert_reports_close({k: rep[k] for k in offline}, offline)
     assert rep["n_frames"] == 6 and rep["overall"]["n_gt"] == 12
     assert rep["ros"]["gaps"] == sorted(missing) and rep["ros"]["frames_matched"] == 5
@@ -156,4 +171,28 @@ def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_repor
     assert {r["detections_received"] for r in rows if int(r["stamp_ns"]) in missing} == {"False"}
     assert "| **overall** |" in (out / "report.md").read_text()
     assert "frames without detections" in err
+    # vsd is on by default: VSD where the depth came; the last frame's never did, so BOP AR is not available
+    assert rep["overall"]["bop19_average_recall_mssd"] is not None and rep["overall"]["bop19_average_recall"] is None
+    assert rep["overall"]["bop19_unavailable_reason"] == "VSD: no depth image for 2 of 12 ground-truth instances"
+    assert any(r["vsd_mean"] for r in rows)
 
+
+def test_scorer_scores_vsd_with_the_frames_depth(catalogue, assert_reports_close):
+    from vfm_pose_ros.data.render import DepthPatches, Renderer
+
+    frames = _scenario(catalogue, n_frames=3)
+    ren = Renderer(640, 480, K=K)
+    depths = {stamp: ren.render([(catalogue[g.name], g.R, g.t) for g in gts]).depth for stamp, gts, _ in frames}
+    taken = []
+    s = Scorer(catalogue, max_points=MAX_POINTS, depth=lambda stamp: taken.append(stamp) or depths.get(stamp))
+    for stamp, gts, preds in frames:
+        s.add_ground_truth(stamp, gts, K, 640.0, now=0.0)
+        s.add_detections(stamp, preds, now=0.0)
+    rep = s.report()
+    assert taken == [f[0] for f in frames]
+    ev = PoseEvaluator(catalogue, max_points=MAX_POINTS, renderer=DepthPatches())
+    for stamp, gts, preds in frames:
+        ev.add_frame(gts, preds, K=K, image_width=640.0, depth=depths[stamp])
+    offline = ev.report()
+    assert rep["overall"]["bop19_average_recall"] is not None
+    assert_reports_close({k: rep[k] for k in offline}, offline)

@@ -639,8 +639,8 @@ class PoseEvaluator:
         """
         self.n_frames += 1
         width = float(image_width or self.default_image_width)
-        vsd_missing = ("no depth image" if depth is None else "no camera matrix" if K is None
-                       else "no renderer given to the evaluator" if self.renderer is None else "")
+        vsd_missing = ("off (the evaluator has no renderer)" if self.renderer is None else "no depth image"
+                       if depth is None else "no camera matrix" if K is None else "")
         if not vsd_missing:
             depth = np.asarray(depth)
         gts_by_name: dict[str, list] = defaultdict(list)
@@ -663,13 +663,15 @@ class PoseEvaluator:
             preds = sorted(preds_by_name.get(name, []), key=lambda p: -float(p.score))
             kept = preds[: len(group)]  # BOP n_top = -1: as many estimates as instances
             self.false_positives[name] += len(preds) - len(kept)
+            # without estimates VSD needs no depth: every instance fails it
+            missing = "" if not kept and self.renderer is not None else vsd_missing
             results = [
                 InstanceResult(name=name, obj_id=int(g.obj_id), diameter=float(obj.model.diameter),
                                symmetric=bool(obj.model.symmetric), scene_id=scene_id, im_id=im_id,
                                gt_id=_gt_index(g, i), image_width=width,
                                mspd_hits=None if K is None else np.zeros(len(MSPD_THRESHOLDS_PX), bool),
-                               vsd_hits=None if vsd_missing else np.zeros((len(VSD_TAUS), len(VSD_THRESHOLDS)), bool),
-                               vsd_missing=vsd_missing)
+                               vsd_hits=None if missing else np.zeros((len(VSD_TAUS), len(VSD_THRESHOLDS)), bool),
+                               vsd_missing=missing)
                 for i, g in enumerate(group)
             ]
             if kept:

@@ -1,8 +1,11 @@
 """The evaluator node: scores the pose node's detections against ground truth replayed from a bag.
 
 Subscribes to the detections (default ``/vfm_pose/detections``), the ground truth
-(``/ground_truth/detections``, class_id = object name, as ``vfm-pose make-bag`` writes it)
-and the camera info (for MSPD). A frame is the pair of messages with the *same* header
+(``/ground_truth/detections``, class_id = object name, as ``vfm-pose make-bag`` writes it),
+the camera info (for MSPD) and, with ``vsd`` (default on), the depth image (for VSD and so
+BOP's average recall; frames whose depth never came have none, and BOP AR is then reported
+as not available). The bag writes depth before the colour image, so a frame's depth is in
+before its detections. A frame is the pair of messages with the *same* header
 stamp; whichever comes first waits up to ``match_timeout_s`` for its partner. Ground truth
 whose detections never come is scored as a frame with no prediction (every instance a
 failure) and listed under ``ros.gaps`` in the report; detections without ground truth are
@@ -52,6 +55,9 @@ DEFAULTS = {
     "detections_topic": "/vfm_pose/detections",
     "ground_truth_topic": "/ground_truth/detections",
     "camera_info_topic": "/camera/color/camera_info",
+    "depth_topic": "/camera/aligned_depth_to_color/image_raw",
+    "vsd": True,  # VSD (and BOP AR) for frames whose depth image arrives; False: no depth subscription
+    "vsd_delta_mm": 15.0,  # BOP's VSD visibility tolerance (5 for ITODD)
     "done_topic": "/bag_player/done",  # the player's end-of-bag message ("" = ignore)
     "catalogue_dir": "",  # "" = the package's config/objects
     "max_points": 0,  # model points for the metrics; 0 = all vertices (as vfm-pose eval by default)
@@ -84,12 +90,18 @@ class Scorer:
     """
 
     def __init__(self, catalogue, max_points: int | None = None, timeout_s: float = 10.0, frame_ids=None,
-                 camera=None):
+                 camera=None, depth=None, vsd_delta: float = 0.015):
         from ..core.metrics import PoseEvaluator
 
         self.catalogue = catalogue
         self.camera = camera  # stamp -> (K, image width) or None: intrinsics looked up when a frame is scored
-        self.evaluator = PoseEvaluator(catalogue, max_points=max_points)
+        self.depth = depth  # stamp -> depth (metres) or None, looked up (and released) when a frame is scored
+        renderer = None
+        if depth is not None:
+            from ..data.render import DepthPatches
+
+            renderer = DepthPatches()
+        self.evaluator = PoseEvaluator(catalogue, max_points=max_points, renderer=renderer, vsd_delta=vsd_delta)
         self.timeout_s = float(timeout_s)
         self.frame_ids = frame_ids or {}  # stamp -> (scene_id, im_id)
         self.lock = threading.Lock()
@@ -176,7 +188,9 @@ class Scorer:
                 self.waiting_camera[stamp] = (gts, poses, matched, time.monotonic() if now is None else now)
                 return
         scene_id, im_id = self.frame_ids.get(stamp, (None, None))
-        results = self.evaluator.add_frame(gts, poses, K=K, image_width=width, scene_id=scene_id, im_id=im_id)
+        depth = self.depth(stamp) if self.depth is not None else None
+        results = self.evaluator.add_frame(gts, poses, K=K, image_width=width, scene_id=scene_id, im_id=im_id,
+                                           depth=depth)
         self.scored.add(stamp)
         if matched:
             self.matched += 1
@@ -232,7 +246,7 @@ class Scorer:
         rep = self.report()
         o = rep["overall"]
         keep = ("n_gt", "n_predicted", "add_mean_mm", "adds_mean_mm", "rot_err_mean_deg", "trans_err_mean_mm",
-                "add_01d_acc", "add_s_01d_acc", "acc_5cm5deg", "auc_add")
+                "add_01d_acc", "add_s_01d_acc", "acc_5cm5deg", "auc_add", "bop19_average_recall")
         return {"n_frames": rep["n_frames"], **{k: o.get(k) for k in keep}, **rep["ros"],
                 "gaps": rep["ros"]["gaps"][-20:]}
 
@@ -260,7 +274,7 @@ def _json_safe(obj):
 def _make_node_class():
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from sensor_msgs.msg import CameraInfo
+    from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Empty, String
     from vision_msgs.msg import Detection3DArray
 
@@ -279,9 +293,13 @@ def _make_node_class():
                 from ..data.rosbag import bag_metadata
 
                 frame_ids = {int(f[0]): (int(f[1]), int(f[2])) for f in bag_metadata(self.p["bag"]).get("frames", [])}
+            self._depth: OrderedDict[int, object] = OrderedDict()  # stamp -> depth (metres), the last few frames
+            self._depth_lock = threading.Lock()
             self.scorer = Scorer(catalogue, max_points=int(self.p["max_points"]) or None,
                                  timeout_s=float(self.p["match_timeout_s"]), frame_ids=frame_ids,
-                                 camera=lambda stamp: self._K.get(stamp, self._latest_K))
+                                 camera=lambda stamp: self._K.get(stamp, self._latest_K),
+                                 depth=self._take_depth if self.p["vsd"] else None,
+                                 vsd_delta=float(self.p["vsd_delta_mm"]) / 1000.0)
             self._obj_ids = {o.name: o.class_id for o in catalogue}
             self._K: OrderedDict[int, tuple] = OrderedDict()
             self._latest_K = None
@@ -291,6 +309,9 @@ def _make_node_class():
             self.finished = False
 
             reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+            if self.p["vsd"]:  # created first: rclpy serves ready subscriptions in creation order, so a frame's
+                # depth is taken in before its detections when both wait (the node busy scoring)
+                self.create_subscription(Image, self.p["depth_topic"], self._on_depth, reliable)
             self.create_subscription(Detection3DArray, self.p["detections_topic"], self._on_detections, reliable)
             self.create_subscription(Detection3DArray, self.p["ground_truth_topic"], self._on_ground_truth, reliable)
             self.create_subscription(CameraInfo, self.p["camera_info_topic"], self._on_camera_info,
@@ -320,6 +341,27 @@ def _make_node_class():
                 self._K.popitem(last=False)
             if self.scorer.waiting_camera:
                 self.scorer.camera_arrived()
+
+        def _on_depth(self, msg):
+            # kept as the message (16UC1: half the bytes of float metres), converted when its frame is scored;
+            # a frame scored without detections needs none (every instance is a failure)
+            with self._depth_lock:
+                self._depth[convert.stamp_to_ns(msg.header.stamp)] = msg
+                while len(self._depth) > 30:
+                    self._depth.popitem(last=False)
+
+        def _take_depth(self, stamp):
+            with self._depth_lock:
+                msg = self._depth.pop(stamp, None)
+            if msg is None:
+                return None
+            try:
+                return convert.image_to_depth(msg)
+            except ValueError as exc:  # ImageConversionError included
+                self.scorer.problems["depth_unreadable"] = self.scorer.problems.get("depth_unreadable", 0) + 1
+                self.get_logger().warning(f"depth image unreadable ({exc}): no VSD for that frame",
+                                          throttle_duration_sec=5.0)
+                return None
 
         def _on_ground_truth(self, msg):
             stamp = convert.stamp_to_ns(msg.header.stamp)
