@@ -149,3 +149,44 @@ def test_a_frame_without_estimates_needs_no_depth_for_vsd():
     ev.add_frame([GroundTruthPose(1, "plate", I3, T_GT)], [ObjectPose("plate", I3, T_GT)], K=K, depth=None)
     o = ev.report()["overall"]
     assert o["bop19_average_recall_vsd"] is None and "no depth image for 1 of 3" in o["bop19_unavailable_reason"]
+
+
+def bop_vsd_full_image(depth_test, depth_est, depth_gt, delta, taus, diameter):
+    """pose_error.vsd written out on whole images (the definition, no windows): distance images, 'bop19'
+    visibility, step cost."""
+    v, u = np.mgrid[0:H, 0:W]
+    scale = np.sqrt(((u - CX) / FX) ** 2 + ((v - CY) / FY) ** 2 + 1.0)
+    d_test, d_est, d_gt = depth_test * scale, depth_est * scale, depth_gt * scale
+    vis_gt = ((d_gt - d_test <= delta) | (d_test == 0)) & (d_gt > 0)
+    vis_est = ((d_est - d_test <= delta) | (d_test == 0)) & (d_est > 0)
+    vis_est |= vis_gt & (d_est > 0)
+    inter, union = vis_gt & vis_est, vis_gt | vis_est
+    dists = np.abs(d_gt[inter] - d_est[inter]) / diameter
+    if union.sum() == 0:
+        return np.ones(len(taus))
+    return np.array([(np.sum(dists >= tau) + union.sum() - inter.sum()) / union.sum() for tau in taus])
+
+
+def test_windowed_vsd_equals_the_full_image_definition_with_occlusion_and_missing_depth():
+    from vfm_pose_ros.core.transforms import axis_angle_to_matrix
+
+    ren = Renderer(W, H, K=K)
+    R_gt = axis_angle_to_matrix([0.4, -0.3, 0.2])
+    occluder = ObjectModel("occluder", 2, PLATE_V * [0.6, 0.6, 1.0], faces=PLATE_F)
+    scene = ren.render([(PLATE, R_gt, T_GT), (occluder, I3, np.array([0.03, 0.02, 0.4]))]).depth.astype(np.float64)
+    scene = np.where(scene > 0, scene, WALL)
+    scene[200:230, 250:400] = 0.0  # a band without measurements (bop19: visible there)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        R_est = R_gt @ axis_angle_to_matrix(rng.normal(scale=0.15, size=3))
+        t_est = T_GT + rng.normal(scale=0.01, size=3)
+        # whole-image model depths in float64 (render() rounds to float32; the patches equal it up to that)
+        full_est, full_gt = np.zeros((H, W)), np.zeros((H, W))
+        for img, (R, t) in ((full_est, (R_est, t_est)), (full_gt, (R_gt, T_GT))):
+            x0, y0, patch = ren.depth_patch(PLATE, R, t)
+            img[y0 : y0 + patch.shape[0], x0 : x0 + patch.shape[1]] = patch
+            assert np.abs(img - ren.render([(PLATE, R, t)]).depth).max() < 1e-6
+        expected = bop_vsd_full_image(scene, full_est, full_gt, M.VSD_DELTA_M, M.VSD_TAUS, DIAM)
+        got = M.vsd(R_est, t_est, R_gt, T_GT, scene, K, M.VSD_DELTA_M, M.VSD_TAUS, True, DIAM, DepthPatches(), PLATE)
+        assert got == pytest.approx(expected, abs=1e-9)
+        assert 0.0 < expected[-1] < 1.0  # a partly right pose: the comparison is not trivial
