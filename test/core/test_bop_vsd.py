@@ -135,7 +135,8 @@ def test_far_estimate_scores_vsd_one_without_rendering():
     ev = M.PoseEvaluator(Catalogue([PLATE]), renderer=renderer)
     far = np.array([0.6, 0.0, 0.5])  # sphere projections (radius d / 2) do not overlap
     assert not M.overlapping_sphere_projections(DIAM / 2, far, T_GT)
-    (r,) = ev.add_frame([GroundTruthPose(1, "plate", I3, T_GT)], [ObjectPose("plate", I3, far)], K=K, depth=scene_depth())
+    (r,) = ev.add_frame([GroundTruthPose(1, "plate", I3, T_GT)], [ObjectPose("plate", I3, far)], K=K,
+                        depth=scene_depth())
     assert r.vsd == 1.0 and not r.vsd_hits.any() and not calls
 
 

@@ -138,7 +138,8 @@ def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_repor
             return cond()
 
         assert spin_until(lambda: pub_gt.get_subscription_count() and pub_det.get_subscription_count()
-                          and pub_info.get_subscription_count() and pub_depth.get_subscription_count(), 30), "evaluator node did not subscribe"
+                          and pub_info.get_subscription_count() and pub_depth.get_subscription_count(), 30), (
+            "evaluator node did not subscribe")
         for stamp, gts, preds in frames:
             header = convert.make_header(stamp, "camera_color_optical_frame")
             pub_info.publish(convert.K_to_camera_info(K, 640, 480, header))
