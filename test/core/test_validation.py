@@ -120,3 +120,32 @@ def test_invalid_poses(R, t, words):
 def test_unknown_reason_codes_are_refused():
     with pytest.raises(KeyError):
         InvalidInput("made_up", "x")
+
+
+# --------------------------------------------------------------------------- intrinsics that cannot be this image's
+
+K640 = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
+RGB640 = np.zeros((480, 640, 3), np.uint8)
+
+
+def test_plausible_intrinsics_pass():
+    validate_frame(RGB640, K640, camera_size=(640, 480))
+    validate_frame(RGB640, K640 * np.array([[0.1], [0.1], [1]]))  # a wide lens, 143 degrees
+    validate_frame(RGB640, K640 * np.array([[20], [20], [1]]) - np.array([[0, 0, 6080], [0, 0, 4560], [0, 0, 0]]))
+    validate_frame(RGB640, np.array([[600.0, 0.5, 300], [0, 610, 200], [0, 0, 1]]))  # skew, off-centre
+
+
+@pytest.mark.parametrize("K_bad, words", [
+    (np.array([[0.894, 0, 0.508], [0, 1.19, 0.5], [0, 0, 1]]), "K looks normalised: multiply by the image size"),
+    (K640 * 1000, "last row"),
+    (np.array([[600.0, 0, 1e9], [0, 600, 1e9], [0, 0, 1]]), "principal point"),
+    (np.array([[600.0, 0, -400], [0, 600, 240], [0, 0, 1]]), "principal point"),
+    (np.array([[6e5, 0, 320], [0, 6e5, 240], [0, 0, 1]]), "focal lengths"),
+    (np.array([[5.0, 0, 320], [0, 5, 240], [0, 0, 1]]), "focal lengths"),
+    (np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 2]]), "last row"),
+])
+def test_intrinsics_that_do_not_fit_the_image_are_refused(K_bad, words):
+    err = _code(validate_frame, RGB640, K_bad, camera_size=(640, 480))
+    assert err.reason_code == "implausible_intrinsics" and words in err.message
+    assert "fix camera_info" in err.message
+    validate_intrinsics(K_bad)  # without an image size only the basic checks apply

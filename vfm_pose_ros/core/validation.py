@@ -25,6 +25,8 @@ REASONS = {
     "bad_image": "the image must be HxWx3 uint8 RGB (after conversion): check the encoding",
     "size_mismatch": "image size differs from CameraInfo width/height: use the camera_info of this image stream",
     "bad_intrinsics": "CameraInfo K is all zero or not finite: calibrate the camera or fix camera_info",
+    "implausible_intrinsics": "CameraInfo K does not fit the image (focal length or principal point in the wrong "
+                              "units, K[2][2] != 1): fix camera_info (K in pixels of this image, K[2][2] = 1)",
     "depth_size_mismatch": "depth and colour differ in size: use the depth stream aligned to colour",
     "depth_all_zero": "the depth image has no valid measurement: check the depth stream, or set use_depth false",
     "stamp_backwards": "timestamps went backwards: a bag restarted or clocks jumped; reset the node or use_sim_time",
@@ -71,8 +73,21 @@ def validate_image(rgb) -> np.ndarray:
     return rgb
 
 
-def validate_intrinsics(K) -> np.ndarray:
-    """K as a 3x3 float64 with finite, positive focal lengths, or InvalidInput (bad_intrinsics)."""
+# Plausible intrinsics for an image of size (w, h), in pixels: focal lengths between these multiples of max(w, h)
+# (0.05: a field of view near 170 degrees; 50: near 1 degree), the principal point within the image widened by
+# this fraction of its size on every side. A K outside these is in the wrong units (normalised, mm, scaled).
+FOCAL_RANGE = (0.05, 50.0)
+PRINCIPAL_POINT_MARGIN = 0.25
+
+
+def validate_intrinsics(K, image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """K as a 3x3 float64 with finite, positive focal lengths, or InvalidInput (bad_intrinsics).
+
+    With ``image_size`` (width, height) K must also fit that image (implausible_intrinsics): last row
+    (0, 0, 1), focal lengths within :data:`FOCAL_RANGE` of the image size, principal point inside the image
+    (with :data:`PRINCIPAL_POINT_MARGIN`). A K that passes the first checks but not these would give poses
+    metres or millimetres off (a normalised K put a can at z = 2 mm), so the frame is refused instead.
+    """
     try:
         K = np.asarray(K, dtype=np.float64).reshape(3, 3)
     except (TypeError, ValueError):
@@ -85,7 +100,35 @@ def validate_intrinsics(K) -> np.ndarray:
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         raise InvalidInput("bad_intrinsics", f"focal lengths fx={K[0, 0]}, fy={K[1, 1]} must be positive; "
                                              f"{REASONS['bad_intrinsics']}")
+    if image_size is not None:
+        check_intrinsics_fit(K, image_size)
     return K
+
+
+def check_intrinsics_fit(K: np.ndarray, image_size: tuple[int, int]) -> None:
+    """Raise InvalidInput (implausible_intrinsics) when a finite, positive K cannot be this image's (see above)."""
+    w, h = (int(v) for v in image_size)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    fix = REASONS["implausible_intrinsics"]
+    if abs(K[2, 2] - 1.0) > 1e-6 or abs(K[2, 0]) > 1e-9 or abs(K[2, 1]) > 1e-9 or abs(K[1, 0]) > 1e-9:
+        raise InvalidInput("implausible_intrinsics",
+                           f"K's last row is {K[2].tolist()} (and K[1][0] = {K[1, 0]}): a pinhole K has rows "
+                           f"[fx, s, cx], [0, fy, cy], [0, 0, 1]; K scaled by a factor? {fix}")
+    size = max(w, h)
+    lo, hi = FOCAL_RANGE[0] * size, FOCAL_RANGE[1] * size
+    if max(fx, fy) <= 10.0 and max(abs(cx), abs(cy)) <= 1.5 and size > 10:
+        raise InvalidInput("implausible_intrinsics",
+                           f"K looks normalised: multiply by the image size (fx, cx by the width {w}; fy, cy by the "
+                           f"height {h}); got fx={fx:.4g}, fy={fy:.4g}, cx={cx:.4g}, cy={cy:.4g}; {fix}")
+    if not (lo <= fx <= hi and lo <= fy <= hi):
+        raise InvalidInput("implausible_intrinsics",
+                           f"focal lengths fx={fx:.4g}, fy={fy:.4g} px are implausible for a {w}x{h} image (expected "
+                           f"{lo:.4g}..{hi:.4g} px, i.e. {FOCAL_RANGE[0]}..{FOCAL_RANGE[1]} x {size}); {fix}")
+    m = PRINCIPAL_POINT_MARGIN
+    if not (-m * w <= cx <= (1 + m) * w and -m * h <= cy <= (1 + m) * h):
+        raise InvalidInput("implausible_intrinsics",
+                           f"principal point ({cx:.4g}, {cy:.4g}) lies outside the {w}x{h} image (allowed: "
+                           f"{-m * w:.4g}..{(1 + m) * w:.4g}, {-m * h:.4g}..{(1 + m) * h:.4g}); {fix}")
 
 
 def sanitize_depth(depth, image_shape: tuple[int, int]) -> tuple[np.ndarray, int]:
@@ -125,7 +168,7 @@ def validate_frame(rgb, K, depth=None, camera_size: tuple[int, int] | None = Non
     if camera_size is not None and tuple(camera_size) != (0, 0) and tuple(camera_size) != (w, h):
         raise InvalidInput("size_mismatch", f"image is {w}x{h} but camera_info says {camera_size[0]}x{camera_size[1]}; "
                                             f"{REASONS['size_mismatch']}")
-    validate_intrinsics(K)
+    validate_intrinsics(K, image_size=(w, h))
     check = FrameCheck()
     if depth is not None:
         check.depth, check.depth_nonfinite = sanitize_depth(depth, (h, w))
