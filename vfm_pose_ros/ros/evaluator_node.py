@@ -48,25 +48,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 from .env import configure_ros_env
+from .params import EVALUATOR_PARAMS, declare_checked
 
 NODE_NAME = "vfm_pose_evaluator"
 
-DEFAULTS = {
-    "detections_topic": "/vfm_pose/detections",
-    "ground_truth_topic": "/ground_truth/detections",
-    "camera_info_topic": "/camera/color/camera_info",
-    "depth_topic": "/camera/aligned_depth_to_color/image_raw",
-    "vsd": True,  # VSD (and BOP AR) for frames whose depth image arrives; False: no depth subscription
-    "vsd_delta_mm": 15.0,  # BOP's VSD visibility tolerance (5 for ITODD)
-    "done_topic": "/bag_player/done",  # the player's end-of-bag message ("" = ignore)
-    "catalogue_dir": "",  # "" = the package's config/objects
-    "max_points": 0,  # model points for the metrics; 0 = all vertices (as vfm-pose eval by default)
-    "match_timeout_s": 10.0,  # how long a message waits for its partner with the same stamp
-    "exit_after_report": False,  # exit once the end-of-bag report is written (the benchmark graph)
-    "output_dir": "vfm_pose_eval",
-    "bag": "",  # optional: the replayed bag, to label rows with BOP scene_id / im_id from its metadata
-    "summary_period_s": 1.0,
-}
+# Parameters: type, range, description and default (vfm_pose_ros.ros.params, checked at start); none is dynamic
+DEFAULTS = {name: p.default for name, p in EVALUATOR_PARAMS.items()}
 
 
 def markdown_report(report: dict) -> str:
@@ -285,7 +272,7 @@ def _make_node_class():
     class EvaluatorNode(Node):
         def __init__(self, **node_kwargs):
             super().__init__(NODE_NAME, **node_kwargs)
-            self.p = {k: self.declare_parameter(k, v).value for k, v in DEFAULTS.items()}
+            self.p = declare_checked(self, EVALUATOR_PARAMS)  # ParameterError (a ValueError): one line, exit 1
             cat_dir = Path(self.p["catalogue_dir"]) if self.p["catalogue_dir"] else default_catalogue_dir()
             catalogue = Catalogue.from_dir(cat_dir)
             frame_ids = {}

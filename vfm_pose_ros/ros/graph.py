@@ -184,6 +184,11 @@ def graph_nodes(args: dict | None = None, graph: str = "pose", strict: bool = Tr
     for key in pose_defaults:
         if key in a:
             params[key] = _coerce(key, a[key], pose_defaults[key])
+    from .params import POSE_PARAMS, check_values
+
+    errors = check_values(POSE_PARAMS, params)  # the node's own start-up check: refuse before starting anything
+    if errors:
+        raise ValueError(errors[0])
     if params["backend"] and params["backend"] != pose_defaults["backend"] \
             and params["checkpoint"] == pose_defaults["checkpoint"]:
         params["checkpoint"] = f"models/{params['backend']}_small.pt"  # the shipped checkpoint of that backend

@@ -51,15 +51,14 @@ from ..core.validation import InvalidInput, StampOrder, validate_frame, validate
 from . import convert
 from .env import configure_ros_env, find_package_file
 from .graph import load_pose_defaults
+from .params import POSE_PARAMS, ParameterError, check_value, declare_checked
 
 NODE_NAME = "vfm_pose"
 PROMPT_BACKENDS = ("clip", "hybrid")  # backends that pick objects from the prompt
 
-# Parameters that can change while the node runs; the others are read once at start.
-DYNAMIC = {"prompt", "score_threshold", "publish_tf", "grasp_frames", "publish_markers", "publish_debug_image",
-           "sync_tolerance_ms", "warn_every_n"}
-CHOICES = {"backend": ("", "clip", "dinov2", "hybrid"), "grasp_frames": ("selected", "all", "none"),
-           "input_qos": ("sensor_data", "reliable")}
+# Parameters: type, range or choices, dynamic or not, description (vfm_pose_ros.ros.params); defaults: config/pose.yaml
+PARAMS = POSE_PARAMS
+DYNAMIC = {name for name, p in PARAMS.items() if p.dynamic}  # the others are read once at start
 
 
 class StartupError(RuntimeError):
@@ -241,12 +240,10 @@ def _make_node_class():
         def __init__(self, estimator=None, **node_kwargs):
             super().__init__(NODE_NAME, **node_kwargs)
             self.defaults = load_pose_defaults()
-            for name, default in self.defaults.items():
-                self.declare_parameter(name, default, ParameterDescriptor(read_only=name not in DYNAMIC))
-            self.p = {name: self.get_parameter(name).value for name in self.defaults}
-            for name, choices in CHOICES.items():
-                if self.p[name] not in choices:
-                    raise StartupError(f"parameter {name}={self.p[name]!r}; choose one of {', '.join(choices)}")
+            try:  # checked before any model is loaded
+                self.p = declare_checked(self, PARAMS, self.defaults)
+            except ParameterError as exc:
+                raise StartupError(str(exc)) from None
 
             self.stats = Stats()
             self.stamp_order = StampOrder()
@@ -394,21 +391,19 @@ def _make_node_class():
             return None
 
         def _on_set_parameters(self, params):
+            current = dict(self.p)
             for param in params:
                 if param.name not in self.defaults:
                     continue  # use_sim_time and other standard parameters
                 if param.name not in DYNAMIC:
                     return SetParametersResult(successful=False,
                                                reason=f"{param.name} is read at start: restart the node to change it")
-                if param.name == "prompt":
+                error = check_value(PARAMS, param.name, param.value, current)  # the start-up check, the same text
+                if error is None and param.name == "prompt":
                     error = self._prompt_error(param.value)
-                    if error:
-                        return SetParametersResult(successful=False, reason=error)
-                if param.name in CHOICES and param.value not in CHOICES[param.name]:
-                    return SetParametersResult(successful=False,
-                                               reason=f"{param.name} must be one of {', '.join(CHOICES[param.name])}")
-                if param.name == "score_threshold" and not 0.0 <= float(param.value) <= 1.0:
-                    return SetParametersResult(successful=False, reason="score_threshold must lie in [0, 1]")
+                if error:
+                    return SetParametersResult(successful=False, reason=error)
+                current[param.name] = param.value
             for param in params:
                 if param.name in self.defaults:
                     self.p[param.name] = param.value
