@@ -20,7 +20,10 @@ What this file adds is the run-time behaviour:
   ``dropped_stale`` + ``sync_unmatched`` (never paired with a depth image) + ``sync_pending``
   + ``frames_pending`` (waiting for or in inference);
 * never a non-finite, non-orthonormal or behind-camera pose (``poses_rejected_bad_pose``, checked
-  again right before publishing); results below ``score_threshold`` are withheld (``withheld_low_score``);
+  again right before publishing); results below ``score_threshold`` are withheld (``withheld_low_score``),
+  and so are implausible ones (:mod:`vfm_pose_ros.core.plausibility`: outside the working range
+  ``withheld_distance``, of an implausible projected size ``withheld_projected_size``, off the measured
+  depth ``withheld_depth_mismatch``);
 * a prompt naming no catalogue object (clip, hybrid) is refused when set; given at start it makes
   every frame refused (``rejected_unknown_prompt``) until a valid one is set, rather than posing
   whatever the network guesses;
@@ -46,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.plausibility import GATE_REASONS, GateConfig, check_pose
 from ..core.types import Frame
 from ..core.validation import InvalidInput, StampOrder, validate_frame, validate_pose
 from . import convert
@@ -100,14 +104,16 @@ class Selection:
     poses: list
     reason: str = ""  # why nothing was kept ("" when something was)
     withheld: int = 0  # below the score threshold
+    gated: list = dataclasses.field(default_factory=list)  # (name, GateFailure): failed a plausibility gate
     rejected: list = dataclasses.field(default_factory=list)  # (name, message): invalid poses
     unknown: list = dataclasses.field(default_factory=list)  # names outside the catalogue
 
 
-def select_poses(raw, catalogue, threshold: float, prompt: str = "") -> Selection:
+def select_poses(raw, catalogue, threshold: float, prompt: str = "", gate=None) -> Selection:
     """The poses fit to publish: valid (finite, orthonormal, in front of the camera; the others are rejected),
-    of catalogue objects, scoring at least ``threshold`` (the others are withheld), sorted by score and
-    numbered per object (``instance`` = k of the TF frame ``<name>_<k>``)."""
+    of catalogue objects, scoring at least ``threshold`` (the others are withheld), plausible (``gate(pose)``,
+    :func:`vfm_pose_ros.core.plausibility.check_pose` in the node, returns None; the others are withheld by
+    gate), sorted by score and numbered per object (``instance`` = k of the TF frame ``<name>_<k>``)."""
     kept, low = [], []
     sel = Selection(poses=[])
     for p in raw:
@@ -122,6 +128,10 @@ def select_poses(raw, catalogue, threshold: float, prompt: str = "") -> Selectio
         if not np.isfinite(p.score) or p.score < threshold:
             low.append(p)
             continue
+        failure = gate(dataclasses.replace(p, R=R, t=t)) if gate is not None else None
+        if failure is not None:
+            sel.gated.append((p.name, failure))
+            continue
         kept.append(dataclasses.replace(p, R=R, t=t))
     sel.withheld = len(low)
     kept.sort(key=lambda p: -p.score)
@@ -134,6 +144,9 @@ def select_poses(raw, catalogue, threshold: float, prompt: str = "") -> Selectio
             best = max(low, key=lambda p: p.score if np.isfinite(p.score) else -1.0)
             sel.reason = (f"{len(low)} result(s) below score_threshold {threshold:.2f} "
                           f"(best {best.name} {best.score:.2f})")
+        elif sel.gated:
+            sel.reason = (f"{len(sel.gated)} result(s) withheld as implausible ("
+                          + "; ".join(f"{f.code}: {f.message}" for _, f in sel.gated[:3]) + ")")
         elif sel.rejected:
             sel.reason = f"{len(sel.rejected)} result(s) with an invalid pose"
         elif sel.unknown:
@@ -512,10 +525,19 @@ def _make_node_class():
             with self.stats.lock:
                 self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
             self.stats.add_stages(self.estimator.last_timings_ms)  # also when nothing was found
-            return self._filter(raw)
+            return self._filter(raw, frame)
 
-        def _filter(self, raw):
-            sel = select_poses(raw, self.catalogue, float(self.p["score_threshold"]), self.p["prompt"])
+        def _gate(self, frame):
+            """The plausibility gates for this frame's poses (core.plausibility; parameters read per frame)."""
+            cfg = GateConfig.from_params(self.p)
+            size = (frame.rgb.shape[1], frame.rgb.shape[0])
+            return lambda p: check_pose(p.R, p.t, self.catalogue[p.name], frame.K, size, frame.depth, cfg)
+
+        def _filter(self, raw, frame=None):
+            sel = select_poses(raw, self.catalogue, float(self.p["score_threshold"]), self.p["prompt"],
+                               gate=self._gate(frame) if frame is not None else None)
+            for _, failure in sel.gated:
+                self.stats.add(f"withheld_{failure.code}")
             for name, message in sel.rejected:
                 self._warn_every("poses_rejected_bad_pose", f"{name}: {message}")
             for name in sel.unknown:
@@ -582,7 +604,8 @@ def _make_node_class():
                       "frames_pending": str(counts.get("frames_in", 0) - counts.get("dropped_stale", 0) - outcomes)}
             values.update({f"stage_{name}_median_ms": fmt(ms) for name, ms in sorted(stages.items())})
             for key in ("images_in", "frames_in", "frames_processed", "frames_inferred", "dropped_stale", "failed",
-                        "no_camera_info", "withheld_low_score", "empty_results", "objects_published"):
+                        "no_camera_info", "withheld_low_score", *(f"withheld_{code}" for code in GATE_REASONS),
+                        "empty_results", "objects_published"):
                 values[key] = str(counts.get(key, 0))
             for key, n in sorted(counts.items()):
                 if key not in values:
