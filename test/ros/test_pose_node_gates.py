@@ -128,3 +128,10 @@ def test_a_bad_value_is_refused_at_run_time_as_at_start(make_node, name, value):
     with pytest.raises(StartupError) as info:
         make_node(**{name: value})
     assert str(info.value) == result.reason
+
+
+def test_plausibility_gates_false_publishes_every_valid_result(make_node):
+    node = make_node(plausibility_gates=False)
+    node.estimator.poses = [ObjectPose("can_like", np.eye(3), np.array([0.0, 0.0, 4.0]), score=0.5)]
+    assert len(_frame(node, 1_000).detections) == 1
+    assert _counts(node)["withheld_depth_mismatch"] == "0"

@@ -130,6 +130,7 @@ def pose_node_spec(checkpoint, backend: str, device: str = "cpu", precision: str
 
     args = {"checkpoint": str(checkpoint), "backend": backend, "device": device, "precision": precision,
             "use_depth": "true", "input_qos": "reliable", "score_threshold": "0.0",
+            "plausibility_gates": "false",
             "prompt": PROMPT if backend in ("clip", "hybrid") else "", **(extra or {})}
     return next(s for s in graph_nodes(args, "pose") if s.name == POSE_NODE)
 
@@ -415,6 +416,7 @@ def run_soak(checkpoint, backend: str, n_frames: int, workdir: Path, width: int 
     report_dir = workdir / "soak_eval"
     specs = graph_nodes({"bag": str(bag), "checkpoint": str(checkpoint), "backend": backend, "device": device,
                          "output_dir": str(report_dir), "score_threshold": "0.0",
+                         "plausibility_gates": "false",
                          "prompt": PROMPT if backend in ("clip", "hybrid") else ""}, "benchmark")
     by_name = {s.name: s for s in specs}
     summary_path = workdir / "soak_player.json"

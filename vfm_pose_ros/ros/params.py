@@ -111,6 +111,8 @@ POSE_PARAMS: dict[str, Param] = dict([
     _p("prompt", str, "text naming the object(s) and grasp (checked against the catalogue too)", dynamic=True),
     _p("score_threshold", float, "results below this score are withheld and counted", dynamic=True,
        low=0.0, high=1.0),
+    _p("plausibility_gates", bool, "withhold implausible poses (the gates below); false publishes every valid result",
+       dynamic=True),
     _p("min_distance_m", float, "poses nearer the camera than this are withheld (withheld_distance; 0 = no minimum)",
        dynamic=True, low=0.0, high=1000.0),
     _p("max_distance_m", float, "poses farther than this are withheld (withheld_distance; 0 = no maximum)",

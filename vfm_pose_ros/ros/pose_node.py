@@ -535,7 +535,7 @@ def _make_node_class():
 
         def _filter(self, raw, frame=None):
             sel = select_poses(raw, self.catalogue, float(self.p["score_threshold"]), self.p["prompt"],
-                               gate=self._gate(frame) if frame is not None else None)
+                               gate=self._gate(frame) if frame is not None and self.p["plausibility_gates"] else None)
             for _, failure in sel.gated:
                 self.stats.add(f"withheld_{failure.code}")
             for name, message in sel.rejected:
