@@ -126,9 +126,9 @@ def test_missing_results_count_as_failures_and_bop19_targets(dataset, tmp_path):
 
 
 def test_bad_input_is_reported(dataset, tmp_path, capsys):
-    assert cli.main(["eval", "--dataset", str(tmp_path / "nope"), "--results", "x.csv"]) == 1
+    assert cli.main(["eval", "--dataset", str(tmp_path / "nope"), "--results", "x.csv"]) == 2
     assert "dataset folder not found" in capsys.readouterr().err
-    assert cli.main(["eval", "--dataset", str(dataset), "--results", str(tmp_path / "none.csv")]) == 1
+    assert cli.main(["eval", "--dataset", str(dataset), "--results", str(tmp_path / "none.csv")]) == 2
     assert "results file not found" in capsys.readouterr().err
 
 

@@ -3,6 +3,10 @@
 Command modules are imported only when their subcommand runs, so `vfm-pose --help`
 stays fast and a missing optional dependency (torch, rclpy) only affects the
 commands that need it.
+
+User errors (a missing, truncated or wrong-backend checkpoint, a missing dataset or file, a bad value)
+end every command with one line that says what is wrong and how to fix it, and exit status 2;
+``vfm-pose --debug COMMAND ...`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -39,11 +43,25 @@ HELP = {
 }
 
 
+# What a user gets wrong (files, checkpoints, values): one line and status 2, not a traceback. A checkpoint
+# error (models.checkpoint.CheckpointError) and a corrupt file's error are ValueErrors; a missing one is an OSError.
+USER_ERRORS = (OSError, ValueError, KeyError, EOFError)
+USER_ERROR_STATUS = 2
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = " ".join(str(text).split()) or type(exc).__name__
+    return text if not isinstance(exc, OSError) or exc.filename is None or str(exc.filename) in text \
+        else f"{text} ({exc.filename})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vfm-pose",
         description="6D object pose with vision foundation models (CLIP, DINOv2) for ROS 2.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         sub.add_parser(name, help=HELP.get(name, ""), add_help=False)
@@ -52,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere: vfm-pose --debug predict ... or vfm-pose predict ... --debug
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         if argv and argv[0] not in ("-h", "--help"):
@@ -65,7 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"vfm-pose {name}", description=HELP.get(name) or module.__doc__)
     module.add_arguments(sub)
     args = sub.parse_args(rest)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except USER_ERRORS as exc:
+        if debug:
+            raise
+        print(f"vfm-pose {name}: {_one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
+        return USER_ERROR_STATUS
+    except SystemExit as exc:  # raise SystemExit("what is wrong"): a user error too
+        if isinstance(exc.code, str):
+            print(f"vfm-pose {name}: {exc.code}", file=sys.stderr)
+            return USER_ERROR_STATUS
+        raise
 
 
 if __name__ == "__main__":

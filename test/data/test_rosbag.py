@@ -213,10 +213,10 @@ def test_make_bag_command(bop, tmp_path, capsys):
     assert "wrote 3 frames" in text and rb.TOPIC_GT in text
     frames = list(rb.read_bag(out))
     assert [f.stamp_ns for f in frames] == [rb.START_NS, rb.START_NS + 100_000_000, rb.START_NS + 200_000_000]
-    assert main(["make-bag", "--dataset", str(bop), "--out", str(out), "--quiet"]) == 1  # never overwrites
+    assert main(["make-bag", "--dataset", str(bop), "--out", str(out), "--quiet"]) == 2  # never overwrites
     assert "exists already" in capsys.readouterr().err
     empty = tmp_path / "empty_ds"
     shutil.copytree(bop, empty)
     shutil.rmtree(empty / "models")
-    assert main(["make-bag", "--dataset", str(empty), "--out", str(tmp_path / "x"), "--quiet"]) == 1
+    assert main(["make-bag", "--dataset", str(empty), "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "--objects-dir" in capsys.readouterr().err

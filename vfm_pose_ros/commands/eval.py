@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"vfm-pose eval: {msg}", file=sys.stderr)
-        return 1
+        return 2
 
     print(format_report(report))
     ov = report["overall"]

@@ -40,7 +40,7 @@ def run(args) -> int:
                             compress=args.compress, catalogue=catalogue, progress=not args.quiet)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
         print(f"vfm-pose make-bag: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(summary)
     info = bag_info(summary.path)
     for topic, (msgtype, count) in sorted(info.topics.items()):
