@@ -69,8 +69,8 @@ def test_outside_the_working_range_is_withheld(t):
 
 
 def test_an_implausible_projected_size_is_withheld():
-    small = check_pose(R0, np.array([0, 0, 4.0]), CAN, np.diag([20.0, 20.0, 1.0]) + [[0, 0, 320], [0, 0, 240], [0, 0, 0]],
-                       SIZE)
+    K_short = np.diag([20.0, 20.0, 1.0]) + [[0, 0, 320], [0, 0, 240], [0, 0, 0]]
+    small = check_pose(R0, np.array([0, 0, 4.0]), CAN, K_short, SIZE)
     assert small.code == "projected_size" and "0.7 px" in small.message
     big = check_pose(R0, np.array([0, 0, 0.3]), DRILLER, K, (32, 24))
     assert big.code == "projected_size" and "32x24" in big.message

@@ -85,7 +85,8 @@ def bag(tmp_path_factory):
 
 def pose_node_argv(checkpoint, prompt: str = "the driller") -> list[str]:
     return ["-m", "vfm_pose_ros.ros.pose_node", "--ros-args", "-p", f"checkpoint:={checkpoint}", "-p", "backend:=clip",
-            "-p", "device:=cpu", "-p", "use_depth:=false", "-p", "input_qos:=reliable", "-p", "score_threshold:=0.0", "-p", "plausibility_gates:=false",
+            "-p", "device:=cpu", "-p", "use_depth:=false", "-p", "input_qos:=reliable", "-p", "score_threshold:=0.0",
+            "-p", "plausibility_gates:=false",
             "-p", f"prompt:={prompt}", "-p", "publish_tf:=false", "-p", "publish_markers:=false"]
 
 

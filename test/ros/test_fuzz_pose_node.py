@@ -272,7 +272,8 @@ def harness(tmp_path_factory, ros_env, tiny_clip_checkpoint):
         [sys.executable, "-m", "vfm_pose_ros.ros.pose_node", "--ros-args",
          "-p", f"checkpoint:={ckpt}", "-p", "backend:=clip", "-p", "device:=cpu", "-p", "input_qos:=reliable",
          "-p", f"image_topic:={IMAGE}", "-p", f"depth_topic:={DEPTH}", "-p", f"camera_info_topic:={INFO}",
-         "-p", "score_threshold:=0.0", "-p", "plausibility_gates:=false", "-p", "camera_info_wait_ms:=20.0", "-p", "diagnostics_period_s:=0.25",
+         "-p", "score_threshold:=0.0",
+         "-p", "plausibility_gates:=false", "-p", "camera_info_wait_ms:=20.0", "-p", "diagnostics_period_s:=0.25",
          "-p", "warn_every_n:=100", "-p", "grasp_frames:=all"],
         env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
     h = Harness(proc, log_path)

@@ -13,7 +13,8 @@ from vfm_pose_ros.ros.params import EVALUATOR_PARAMS, POSE_PARAMS, check_value, 
 
 BAD = [("sync_tolerance_ms", -5.0, "[0, 10000]"), ("score_threshold", -1.0, "[0, 1]"),
        ("diagnostics_period_s", -1.0, "(0, 3600]"), ("queue_size", 0, "[1, 1000]"), ("backend", "yolo", "one of"),
-       ("grasp_frames", "some", "one of"), ("min_distance_m", -0.1, "[0, 1000]"), ("depth_tolerance_m", -1.0, "[0, 100]")]
+       ("grasp_frames", "some", "one of"), ("min_distance_m", -0.1, "[0, 1000]"),
+       ("depth_tolerance_m", -1.0, "[0, 100]")]
 
 
 def test_the_table_and_config_pose_yaml_name_the_same_parameters():

@@ -145,7 +145,8 @@ class Feeder:
 def pose_node(spawn_python, checkpoint):
     proc = spawn_python("-m", "vfm_pose_ros.ros.pose_node", "--ros-args",
                         "-p", f"checkpoint:={checkpoint}", "-p", "backend:=clip", "-p", "device:=cpu",
-                        "-p", "input_qos:=reliable", "-p", "score_threshold:=0.0", "-p", "plausibility_gates:=false", "-p", "camera_info_wait_ms:=200.0",
+                        "-p", "input_qos:=reliable", "-p", "score_threshold:=0.0",
+                        "-p", "plausibility_gates:=false", "-p", "camera_info_wait_ms:=200.0",
                         "-p", "publish_debug_image:=true", "-p", "diagnostics_period_s:=0.3", "-p", "warn_every_n:=1",
                         "-p", "grasp_frames:=all")
     feeder = Feeder(proc)

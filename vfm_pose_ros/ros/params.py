@@ -57,7 +57,8 @@ class Param:
             return f"{kind} {'>' if self.low_open else '>='} {fmt(self.low)}"
         if self.low == -INF:
             return f"{kind} {'<' if self.high_open else '<='} {fmt(self.high)}"
-        return f"{kind} in {'(' if self.low_open else '['}{fmt(self.low)}, {fmt(self.high)}{')' if self.high_open else ']'}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{kind} in {left}{fmt(self.low)}, {fmt(self.high)}{right}"
 
     def check(self, value) -> str | None:
         """None when ``value`` is allowed, else one line naming the parameter, the value and the range."""

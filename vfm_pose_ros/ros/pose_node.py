@@ -237,7 +237,7 @@ class Stats:
 def _make_node_class():
     """The Node subclass, built on first use so importing this module needs no rclpy."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-    from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+    from rcl_interfaces.msg import SetParametersResult
     from rclpy.node import Node
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
