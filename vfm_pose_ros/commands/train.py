@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--out", required=True, help="checkpoint file to write (optimizer state goes to OUT.resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.resume")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from the weights of this checkpoint of the same backend and network (fine-tuning); "
+                        "the optimiser and schedule start fresh")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -98,6 +101,6 @@ def run(args) -> int:
           + (f", budget {opts['time_budget_min']} min" if budget else ""), flush=True)
     fit(args.backend, model_cfg, train_ds, val_ds, catalogue, Path(args.out), epochs=int(opts["epochs"]),
         lr=float(opts["lr"]), batch_size=int(opts["batch_size"]), time_budget_s=budget, resume=args.resume,
-        device=args.device, num_workers=int(opts["num_workers"]), seed=int(opts["seed"]),
+        init=args.init, device=args.device, num_workers=int(opts["num_workers"]), seed=int(opts["seed"]),
         val_frames=int(opts["val_frames"]), progress=not args.quiet, max_steps=args.max_steps)
     return 0

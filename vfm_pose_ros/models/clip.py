@@ -63,6 +63,8 @@ DEFAULT_CONFIG: dict = {
     "loss_weights": {},
     # training samples
     "crop_scale": 1.4,
+    "crop_shift": 0.15,  # training crops: centre jitter, fraction of the object's box side (covers localisation error)
+    "crop_scale_range": [0.8, 1.25],  # training crops: side jitter factor
     "full_frame_prob": 0.3,
     "context_prob": 0.2,  # windows between crop and whole image, and crops around another object (see clip_data)
     "negative_prob": 0.1,

@@ -330,8 +330,9 @@ class ClipPoseDataset(torch.utils.data.Dataset):
         else:
             center, side = box_window(box, scale)
             if self.train:
-                center = center + rng.uniform(-0.15, 0.15, 2) * side / scale
-                side *= rng.uniform(0.8, 1.25)
+                shift, (lo, hi) = float(cfg.get("crop_shift", 0.15)), cfg.get("crop_scale_range", (0.8, 1.25))
+                center = center + rng.uniform(-shift, shift, 2) * side / scale
+                side *= rng.uniform(float(lo), float(hi))
         S = self.size
         A = window_affine(center, side, S)
         img = warp(np.ascontiguousarray(sf.rgb), A, S)

@@ -199,11 +199,12 @@ def _short(m: dict | None) -> str:
 def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, epochs: int, lr: float = 1e-4,
         batch_size: int = 16, time_budget_s: float | None = None, resume: bool = False, device="auto",
         num_workers: int = 0, seed: int = 0, val_frames: int = 50, progress: bool = True,
-        max_steps: int | None = None) -> dict:
+        max_steps: int | None = None, init=None) -> dict:
     """Train ``backend`` on a BOP dataset; write the checkpoint ``out`` after every epoch.
 
     Stops after ``epochs`` epochs, ``time_budget_s`` seconds of training, or ``max_steps`` steps,
-    whichever comes first (the learning rate anneals to whichever is nearer). Returns a summary
+    whichever comes first (the learning rate anneals to whichever is nearer). ``init``: a checkpoint whose
+    weights the network starts from (fine-tuning; ignored when resuming). Returns a summary
     dict: checkpoint path, epochs and steps run, loss history, validation metrics, and the trained
     module under "net".
     """
@@ -255,6 +256,11 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
             print(f"resumed from {resume_path(out)} at epoch {start_epoch}, step {step}")
     elif resume and main:
         print(f"--resume: no {resume_path(out)} yet, starting from scratch")
+    if init is not None and not (resume and resume_path(out).is_file()):
+        state = load_checkpoint(init, expected_backend=backend, map_location=dev)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()})
+        if main:
+            print(f"starting from the weights of {init} (epoch {state.get('epoch')})")
 
     model = net
     if world > 1:
@@ -344,7 +350,8 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
             dist.barrier()
         if stopped:
             break
-    summary = {"checkpoint": str(out), "epochs": epochs_done, "steps": step, "trained_s": round(trained_s, 1),
+    summary = {"checkpoint": str(out), "init": None if init is None else str(init), "epochs": epochs_done,
+               "steps": step, "trained_s": round(trained_s, 1),
                "history": history, "val": history[-1].get("val") if history else None}
     if history and history[-1].get("val_depth"):
         summary["val_depth"] = history[-1]["val_depth"]
