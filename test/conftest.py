@@ -153,3 +153,20 @@ def run_launcher():
         return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def clip_checkpoint(tmp_path_factory):
+    """A CLIP checkpoint of the small configuration with random weights: the real file format, no training."""
+    torch = pytest.importorskip("torch")
+    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+    from vfm_pose_ros.models import backend_module
+    from vfm_pose_ros.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    clip = backend_module("clip")
+    catalogue = Catalogue.from_dir(default_catalogue_dir())
+    path = tmp_path_factory.mktemp("ckpt") / "clip_small.pt"
+    save_checkpoint(path, clip.build_net(clip.SMALL_CONFIG, catalogue), backend="clip", config=clip.SMALL_CONFIG,
+                    catalogue=catalogue, data_hash="random", epoch=0)
+    return path

@@ -7,22 +7,6 @@ import pytest
 from vfm_pose_ros import cli
 
 
-@pytest.fixture(scope="module")
-def clip_checkpoint(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
-    from vfm_pose_ros.models import backend_module
-    from vfm_pose_ros.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    clip = backend_module("clip")
-    catalogue = Catalogue.from_dir(default_catalogue_dir())
-    path = tmp_path_factory.mktemp("ckpt") / "clip_small.pt"
-    save_checkpoint(path, clip.build_net(clip.SMALL_CONFIG, catalogue), backend="clip", config=clip.SMALL_CONFIG,
-                    catalogue=catalogue, data_hash="random", epoch=0)
-    return path
-
-
 def _one_line_error(capsys, argv, *words):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err

@@ -17,23 +17,6 @@ N_FRAMES = 4
 PROMPT = "the driller"  # with a prompt the CLIP backend always answers with the object it names
 
 
-@pytest.fixture(scope="module")
-def clip_checkpoint(tmp_path_factory):
-    import torch
-
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
-    from vfm_pose_ros.models import backend_module
-    from vfm_pose_ros.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    clip = backend_module("clip")
-    catalogue = Catalogue.from_dir(default_catalogue_dir())
-    path = tmp_path_factory.mktemp("ckpt") / "clip_small.pt"
-    save_checkpoint(path, clip.build_net(clip.SMALL_CONFIG, catalogue), backend="clip", config=clip.SMALL_CONFIG,
-                    catalogue=catalogue, data_hash="random", epoch=0)
-    return path
-
-
 def test_benchmark_graph_report_equals_offline_eval(tmp_path, ros_env, clip_checkpoint, run_launcher,
                                                     assert_reports_close):
     from vfm_pose_ros.cli import main

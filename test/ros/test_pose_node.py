@@ -27,23 +27,6 @@ W, H = 320, 240
 FRAME_ID = "camera_color_optical_frame"
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
-    from vfm_pose_ros.models import backend_module
-    from vfm_pose_ros.models.checkpoint import save_checkpoint
-
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    clip = backend_module("clip")
-    catalogue = Catalogue.from_dir(default_catalogue_dir())
-    net = clip.build_net(clip.SMALL_CONFIG, catalogue)
-    path = tmp_path_factory.mktemp("ckpt") / "clip_small.pt"
-    save_checkpoint(path, net, backend="clip", config=clip.SMALL_CONFIG, catalogue=catalogue, data_hash="random",
-                    epoch=0)
-    return path
-
-
 class Feeder:
     """The test's own ROS node: publishes camera frames, collects what the pose node publishes."""
 
@@ -142,9 +125,9 @@ class Feeder:
 
 
 @pytest.fixture
-def pose_node(spawn_python, checkpoint):
+def pose_node(spawn_python, clip_checkpoint):
     proc = spawn_python("-m", "vfm_pose_ros.ros.pose_node", "--ros-args",
-                        "-p", f"checkpoint:={checkpoint}", "-p", "backend:=clip", "-p", "device:=cpu",
+                        "-p", f"checkpoint:={clip_checkpoint}", "-p", "backend:=clip", "-p", "device:=cpu",
                         "-p", "input_qos:=reliable", "-p", "score_threshold:=0.0",
                         "-p", "plausibility_gates:=false", "-p", "camera_info_wait_ms:=200.0",
                         "-p", "publish_debug_image:=true", "-p", "diagnostics_period_s:=0.3", "-p", "warn_every_n:=1",
