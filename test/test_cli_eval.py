@@ -125,6 +125,22 @@ def test_missing_results_count_as_failures_and_bop19_targets(dataset, tmp_path):
     assert rep["objects"]["tetra"]["n_false_positives"] == 1
 
 
+def test_invalid_rows_are_counted_apart_and_never_scored(dataset, tmp_path, capsys):
+    """NaN, a scaled matrix (2 I) and a reflection are not poses: counted as invalid, their instances missed."""
+    res = gt_results(dataset)
+    res[0].R = res[0].R * 2.0
+    res[1].R = res[1].R @ np.diag([1.0, 1.0, -1.0])
+    res[2].t = np.array([np.nan, 0.0, 1.0])
+    rep = run_eval(dataset, res, tmp_path)
+    assert rep["dataset"]["n_results_invalid"] == 3
+    assert rep["dataset"]["n_results_scored"] == len(res) - 3
+    assert rep["overall"]["n_predicted"] == rep["overall"]["n_gt"] - 3
+    assert "3 invalid" in capsys.readouterr().out
+    res = gt_results(dataset)  # a rotation written with 4 decimals, as results files hold them, is still one
+    res[0].R = np.round(res[0].R, 4)
+    assert run_eval(dataset, res, tmp_path)["dataset"]["n_results_invalid"] == 0
+
+
 def test_bad_input_is_reported(dataset, tmp_path, capsys):
     assert cli.main(["eval", "--dataset", str(tmp_path / "nope"), "--results", "x.csv"]) == 2
     assert "dataset folder not found" in capsys.readouterr().err

@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     info = report["dataset"]
     print(f"\n{report['n_frames']} frames, {report['overall']['n_gt']} ground-truth instances, "
           f"{info['n_results']} results ({info['n_results_scored']} scored"
+          + (f", {info['n_results_invalid']} invalid (not finite, or R not a rotation)" if info["n_results_invalid"]
+             else "")
           + (f", {info['n_results_outside_dataset']} outside the evaluated frames" if info["n_results_outside_dataset"]
              else "")
           + (f", unknown obj_ids {info['unknown_obj_ids']}" if info["unknown_obj_ids"] else "") + ")")

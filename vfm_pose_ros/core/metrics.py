@@ -649,8 +649,7 @@ class PoseEvaluator:
             gts_by_name[g.name].append(g)
         preds_by_name: dict[str, list] = defaultdict(list)
         for p in predictions:
-            R, t = np.asarray(p.R, float), np.asarray(p.t, float)
-            if R.shape != (3, 3) or t.size != 3 or not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
+            if not valid_pose(p.R, p.t):
                 self.n_invalid_predictions += 1
                 continue
             preds_by_name[p.name].append(p)
@@ -765,6 +764,21 @@ class PoseEvaluator:
             "n_invalid_predictions": self.n_invalid_predictions,
             "settings": report_settings(self.max_points, self.vsd_delta),
         }
+
+
+# How far an estimate's R may be from orthonormal (max |R R^T - I|, |det R - 1|) and still be scored: rotations
+# written with a few decimals (BOP results files, real annotations) deviate by up to ~5e-3.
+ROTATION_TOLERANCE = 1e-2
+
+
+def valid_pose(R, t) -> bool:
+    """Whether an estimate can be scored: a finite 3-vector t and a proper rotation R (orthonormal within
+    ROTATION_TOLERANCE, det +1). A scaled matrix or a reflection is not a pose."""
+    R, t = np.asarray(R, float), np.asarray(t, float)
+    if R.shape != (3, 3) or t.size != 3 or not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
+        return False
+    return (float(np.abs(R @ R.T - np.eye(3)).max()) <= ROTATION_TOLERANCE
+            and abs(float(np.linalg.det(R)) - 1.0) <= ROTATION_TOLERANCE)
 
 
 def evaluate_pairs(pairs, catalogue, K=None, image_width: float | None = None, max_points: int | None = None) -> dict:

@@ -76,6 +76,7 @@ def evaluate(dataset: BopDataset, results: list[BopResult], catalogue: Catalogue
         raise ValueError(f"{dataset.split_dir} has no frames to evaluate (check --split and --targets)")
     unknown_ids: set[int] = set()
     n_used = 0
+    invalid_before = ev.n_invalid_predictions
     # VSD reads each frame's depth image: the next one is decoded on a thread while this one is scored
     # (PNG decoding releases the GIL; about 3 ms of a VGA frame's 20)
     pool = ThreadPoolExecutor(1) if ev.renderer is not None else None
@@ -104,6 +105,7 @@ def evaluate(dataset: BopDataset, results: list[BopResult], catalogue: Catalogue
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+    n_invalid = ev.n_invalid_predictions - invalid_before
     report = ev.report()
     keyset = set(keys)
     # BOP's time per image (inout.check_consistent_timings): every estimate of an image carries the image's
@@ -121,7 +123,8 @@ def evaluate(dataset: BopDataset, results: list[BopResult], catalogue: Catalogue
         "split": dataset.split,
         "targets": dataset.targets is not None,
         "n_results": len(results),
-        "n_results_scored": n_used,
+        "n_results_scored": n_used - n_invalid,
+        "n_results_invalid": n_invalid,  # not finite, or R not a rotation: counted, never scored
         "n_results_outside_dataset": sum(len(v) for k, v in by_frame.items() if k not in keyset),
         "unknown_obj_ids": sorted(unknown_ids),
         "mean_time_per_image_s": float(np.mean(list(times.values()))) if times else None,
