@@ -129,6 +129,21 @@ def test_training_record_and_curves(tmp_path, tiny):
     assert png.is_file() and png.stat().st_size > 10_000
 
 
+def test_init_starts_from_a_checkpoints_weights(tmp_path, tiny):
+    _, cat, train, _ = tiny
+    first = tmp_path / "first.pt"
+    fit("dinov2", TINY, train, None, cat, first, epochs=1, lr=3e-3, batch_size=4, progress=False, max_steps=2)
+    s = fit("dinov2", TINY, train, None, cat, tmp_path / "second.pt", epochs=1, lr=0.0, batch_size=4,
+            progress=False, max_steps=1, init=first)
+    want = load_checkpoint(first)["state_dict"]
+    got = s["net"].state_dict()
+    assert all(torch.allclose(got[k].float(), want[k].float(), atol=1e-3) for k in want)  # lr 0: as loaded
+    assert s["init"] == str(first)
+    with pytest.raises(ValueError, match="does not match"):
+        fit("dinov2", {**TINY, "head_channels": 8}, train, None, cat, tmp_path / "third.pt", epochs=1,
+            batch_size=4, progress=False, max_steps=1, init=first)
+
+
 def test_time_budget_stops(tmp_path, tiny):
     _, cat, train, _ = tiny
     s = fit("dinov2", TINY, train, None, cat, tmp_path / "b.pt", epochs=50, batch_size=4, time_budget_s=1e-3,

@@ -258,7 +258,17 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
         print(f"--resume: no {resume_path(out)} yet, starting from scratch")
     if init is not None and not (resume and resume_path(out).is_file()):
         state = load_checkpoint(init, expected_backend=backend, map_location=dev)
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()})
+        # a checkpoint of a frozen pretrained backbone stores only the heads: the backbone stays as built
+        try:
+            missing, unexpected = net.load_state_dict(
+                {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}, strict=False)
+        except RuntimeError as exc:  # tensor shapes differ
+            raise ValueError(f"--init {init} does not match the {backend} network of this config: "
+                             f"{str(exc).splitlines()[-1].strip()}") from exc
+        missing = [k for k in missing if not k.startswith(("backbone.", "clip."))]
+        if missing or unexpected:
+            raise ValueError(f"--init {init} does not match the {backend} network of this config: missing "
+                             f"{missing[:5]}, unexpected {unexpected[:5]}")
         if main:
             print(f"starting from the weights of {init} (epoch {state.get('epoch')})")
 
