@@ -33,8 +33,6 @@ def split_key(key) -> tuple[int, np.random.Generator | None]:
     """(index, its random stream) for a SampleKey; (index, None) for a plain integer index."""
     if isinstance(key, SampleKey):
         return key.index, sample_rng(key)
-    if isinstance(key, tuple) and len(key) == 3:  # a SampleKey that lost its type in a collate or pickle
-        return split_key(SampleKey(*(int(v) for v in key)))
     return int(key), None
 
 

@@ -12,6 +12,7 @@ data, gradients are all-reduced, and only rank 0 validates and writes files.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -128,7 +129,7 @@ class FreshLoss:
         self.indices = np.unique(np.linspace(0, n - 1, min(max_samples, n)).round().astype(int)).tolist()
 
     @torch.no_grad()
-    def __call__(self, net: nn.Module, epoch: int, device, amp=None) -> dict[str, float]:
+    def __call__(self, net: nn.Module, epoch: int, device, amp=contextlib.nullcontext()) -> dict[str, float]:
         was_training = net.training
         net.eval()
         sums: dict[str, float] = {}
@@ -136,10 +137,7 @@ class FreshLoss:
         for k in range(0, len(self.indices), self.batch_size):
             samples = [self.dataset[SampleKey(i, self.SEED, epoch)] for i in self.indices[k:k + self.batch_size]]
             batch = _to(torch.utils.data.default_collate(samples), device)
-            if amp is not None:
-                with amp:
-                    _, logs = net.loss(batch)
-            else:
+            with amp:
                 _, logs = net.loss(batch)
             for key, v in logs.items():
                 if v == v:
@@ -277,7 +275,7 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
         model = nn.parallel.DistributedDataParallel(_LossModule(net), device_ids=[dev.index] if dev.type == "cuda"
                                                     else None)
     loss_fn = model if world > 1 else _LossModule(net)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
 
     def stop_now() -> bool:
         done = ((time_budget_s is not None and trained_s >= time_budget_s)
@@ -307,10 +305,7 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
             for g in opt.param_groups:
                 g["lr"] = lr * lr_factor(progress_frac)
             batch = _to(batch, dev)
-            if amp is not None:
-                with amp:
-                    loss, logs = loss_fn(batch)
-            else:
+            with amp:
                 loss, logs = loss_fn(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
