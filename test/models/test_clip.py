@@ -272,7 +272,7 @@ def test_predict_returns_object_pose_with_grasp_frame():
     with torch.no_grad():  # make the learned grasp head choose class 1 (the first grasp frame)
         net.grasp_head[-1].weight.zero_()
         net.grasp_head[-1].bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
-    est = clip.Estimator(net, cat, device="cpu", config={"grasp_select": "head"})
+    est = clip.Estimator(net, cat, device="cpu", config={"grasp_select": "head", "prompt_resolver": "network"})
     frame = toy_frames(cat, 1, seed=5)[0]
     poses = est.predict(Frame(rgb=frame.rgb, K=frame.K, prompt="grasp the driller by the handle"))
     assert len(poses) == 1

@@ -53,7 +53,7 @@ def toy_model():
 
 def test_prompt_decides_the_object_and_the_grasp_frame(toy_model):
     net, cat, logs = toy_model
-    est = clip.Estimator(net, cat, device="cpu", config={"grasp_select": "head"})
+    est = clip.Estimator(net, cat, device="cpu", config={"grasp_select": "head", "prompt_resolver": "network"})
     frames = toy_frames(cat, 12, seed=99)  # unseen frames
     right = total = 0
     for f in frames:
@@ -90,7 +90,7 @@ class _ToyDataset:
 
 def test_evaluate_prompts_scores_selection(toy_model):
     net, cat, _ = toy_model
-    est = clip.Estimator(net, cat, device="cpu", config={"grasp_select": "head"})
+    est = clip.Estimator(net, cat, device="cpu", config={"grasp_select": "head", "prompt_resolver": "network"})
     rep = clip.evaluate_prompts(est, _ToyDataset(toy_frames(cat, 6, seed=7)), progress=False)
     assert rep["prompts"] == 12 and rep["grasp_checks"] == 12
     assert rep["name_acc"] == 1.0 and rep["selection_acc"] >= 0.8 and rep["grasp_frames_all_right"] >= 0.5
@@ -100,7 +100,7 @@ def test_grasp_frame_by_text_similarity_is_the_argmax():
     torch.manual_seed(0)
     cat = toy_catalogue()
     net = clip.build_net(TINY, cat)
-    est = clip.Estimator(net, cat, device="cpu", config={"grasp_select": "text"})
+    est = clip.Estimator(net, cat, device="cpu", config={"grasp_select": "text", "prompt_resolver": "network"})
     tokenizer = clip.get_tokenizer(net.config)
     chosen = set()
     for prompt in ("grasp the driller by the handle", "grasp the driller by the body", "the driller",

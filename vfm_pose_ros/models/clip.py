@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..core.catalogue import Catalogue, ObjectModel
+from ..core.prompts import PromptResolver, Resolution
 from ..core.types import Frame, ObjectPose
 from .clip_data import (
     ClipPoseDataset,
@@ -40,6 +41,7 @@ from .clip_data import (
 )
 from .clip_net import ClipPoseNet, get_tokenizer, towers_stored
 from .estimator import DEPTH_STAGE_DEFAULTS, depth_support
+from .text_encoder import ClipTextEncoder, default_sentence_encoder
 from .estimator import Estimator as BaseEstimator
 
 BACKEND = "clip"
@@ -78,6 +80,12 @@ DEFAULT_CONFIG: dict = {
     "icp_max_observed": 3000,
     "min_score": 0.5,  # without a prompt: report objects whose presence score reaches this
     "grasp_select": "auto",  # head | text | auto (text similarity when the text tower has pretrained weights)
+    # which object(s) and grasp frame a prompt names: sentence (pretrained MiniLM), clip (CLIP's own pretrained text
+    # tower), network (the obj/grasp heads over the network's text embedding), auto (clip with pretrained CLIP
+    # weights, else sentence); see core/prompts.py
+    "prompt_resolver": "auto",
+    "prompt_threshold": 0.4,  # tuned on test/data/prompts/dev.yaml (MiniLM)
+    "prompt_part_threshold": 0.35,
     "precision": "auto",
     "text_cache_size": 256,
 }
@@ -125,6 +133,7 @@ class _Request:
     box: np.ndarray | None = None  # external 2D box (image pixels)
     grasp: str | None = None
     score: float | None = None
+    resolved: bool = False  # object and grasp decided by the prompt resolver
 
 
 class Estimator(BaseEstimator):
@@ -146,6 +155,11 @@ class Estimator(BaseEstimator):
         if mode not in ("auto", "head", "text"):
             raise ValueError(f"grasp_select must be auto, head or text; got {mode!r}")
         self.grasp_mode = ("text" if net.pretrained_text else "head") if mode == "auto" else mode
+        resolver = str(cfg.get("prompt_resolver", "auto"))
+        if resolver not in ("auto", "sentence", "clip", "network"):
+            raise ValueError(f"prompt_resolver must be auto, sentence, clip or network; got {resolver!r}")
+        self.resolver_kind = ("clip" if net.pretrained_text else "sentence") if resolver == "auto" else resolver
+        self._resolver: PromptResolver | None = None
 
     @classmethod
     def from_net(cls, net: ClipPoseNet, catalogue: Catalogue, device="auto", **overrides) -> Estimator:
@@ -207,6 +221,21 @@ class Estimator(BaseEstimator):
             k = int(torch.argmax(logits))
         return frames[k - 1] if k > 0 else None
 
+    @property
+    def resolver(self) -> PromptResolver | None:
+        """The prompt resolver (None with ``prompt_resolver: network``), built on first use."""
+        if self._resolver is None and self.resolver_kind != "network":
+            encoder = (ClipTextEncoder(self.net, self.tokenizer) if self.resolver_kind == "clip"
+                       else default_sentence_encoder())
+            self._resolver = PromptResolver(self.catalogue, encoder.encode,
+                                            threshold=float(self.config.get("prompt_threshold", 0.4)),
+                                            part_threshold=float(self.config.get("prompt_part_threshold", 0.35)))
+        return self._resolver
+
+    def resolve_prompt(self, prompt: str) -> Resolution | None:
+        """What the prompt names (cached per prompt); None where the network's heads decide (``network``)."""
+        return self.resolver.resolve(prompt) if self.resolver is not None else None
+
     # -- inference --------------------------------------------------------------------------------
     def _requests(self, frames: Sequence[Frame]) -> list[_Request]:
         reqs = []
@@ -214,7 +243,15 @@ class Estimator(BaseEstimator):
         for fi, f in enumerate(frames):
             boxes = f.boxes_2d or {}
             if f.prompt:
-                reqs.append(_Request(fi, f.prompt))
+                resolution = self.resolve_prompt(f.prompt)
+                if resolution is None:
+                    reqs.append(_Request(fi, f.prompt))
+                for m in resolution.matches if resolution else ():
+                    # the network sees the resolved object's canonical prompt: a paraphrase reaches the same query
+                    oi = self.catalogue.names.index(m.name)
+                    box = _one_box(boxes[m.name]) if m.name in boxes else None
+                    reqs.append(_Request(fi, canonical_prompt(objs[oi], m.grasp), obj=oi, box=box, grasp=m.grasp,
+                                         resolved=True))
                 continue
             for oi, o in enumerate(objs):
                 if boxes and o.name not in boxes:
@@ -293,7 +330,8 @@ class Estimator(BaseEstimator):
                         boxes = frames[r.frame].boxes_2d or {}
                         if objs[r.obj].name in boxes:
                             r.box = _one_box(boxes[objs[r.obj].name])
-                    r.grasp = self.select_grasp(r.prompt, r.obj, grasp_logits[i])
+                    if not r.resolved:
+                        r.grasp = self.select_grasp(r.prompt, r.obj, grasp_logits[i])
             external = [r.box is not None for r in reqs]
             # pass 1: find each prompted object in the whole (letterboxed) image
             loc = [i for i, r in enumerate(reqs) if r.box is None]
