@@ -17,6 +17,8 @@ import sys
 # subcommand -> module under vfm_pose_ros.commands (each defines add_arguments(parser) and run(args) -> int)
 COMMANDS = {
     "doctor": "doctor",
+    "add-object": "add_object",
+    "onboard": "onboard",
     "eval": "eval",
     "synth": "synth",
     "make-bag": "make_bag",
@@ -31,6 +33,8 @@ COMMANDS = {
 # One-line help per command, kept here so --help needs no imports.
 HELP = {
     "doctor": "report what is installed and usable (ROS 2, messages, torch/CUDA, backbones, DDS profile)",
+    "add-object": "add one object to a YAML catalogue from its mesh (checks it, writes the entry)",
+    "onboard": "from a catalogue to a trained checkpoint: render, train, evaluate, report, launch command",
     "eval": "score BOP results (CSV) against a BOP dataset: ADD, ADD-S, errors, accuracies, AUC, MSSD/MSPD",
     "synth": "render a synthetic BOP dataset of catalogue objects (train and test splits)",
     "make-bag": "write a BOP scene as a rosbag2 (images, camera info, depth, ground truth, tf_static)",

@@ -37,9 +37,15 @@ def test_catalogue_entries(catalogue):
     assert 0.12 <= c.diameter <= 0.15
     assert not d.symmetric
     assert c.symmetry.kind == "continuous" and np.allclose(c.symmetry.axis, [0, 0, 1])
-    assert {n: g.description for n, g in d.grasp_frames.items()} == {
-        "handle": "the handle", "body": "the body", "chuck": "the chuck"}
-    assert {n: g.description for n, g in c.grasp_frames.items()} == {"body": "the side of the can", "top": "the lid"}
+    # the words people use: each grasp frame is named by its own aliases, and its description names its part
+    assert list(d.grasp_frames) == ["handle", "body", "chuck"] and list(c.grasp_frames) == ["body", "top"]
+    for obj in (d, c):
+        for name, g in obj.grasp_frames.items():
+            assert name in g.aliases and g.description.startswith("the ")
+    assert "drill" in d.aliases and "can" in c.aliases and not set(d.aliases) & set(c.aliases)
+    assert "grip" in d.grasp_frames["handle"].aliases and "lid" in c.grasp_frames["top"].aliases
+    assert all(w in d.description for w in ("green", "orange", "blue", "drill"))
+    assert all(w in c.description for w in ("red", "white", "cylinder"))
     for obj in (d, c):
         assert obj.keypoints.shape == (9, 3)
         assert np.allclose(obj.bbox_center, 0, atol=1e-9), "object frame centred on its box, as BOP models are"

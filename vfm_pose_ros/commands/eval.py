@@ -21,8 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "one (BOP 2019 protocol), else all ground truth; 'bop19', 'none' (all ground truth), "
                              "or a targets JSON")
     parser.add_argument("--objects-dir", type=Path, default=None,
-                        help="object models: a BOP models folder or a YAML catalogue directory "
-                             "(default: the dataset's models_eval/ or models/)")
+                        help="object models: a BOP models folder, a YAML catalogue directory, a dataset root or a "
+                             "mesh file (default: the dataset's models_eval/ or models/)")
+    parser.add_argument("--objects", default=None,
+                        help="comma-separated names: score only these objects (the others' ground truth and results "
+                             "are left out, and the report says which); default: every object of the catalogue")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="only the first N frames of the split, as `vfm-pose predict --max-frames N` takes them")
     parser.add_argument("--max-points", type=int, default=None,
                         help="subsample model vertices for the metrics (default: all, as BOP does)")
     parser.add_argument("--no-vsd", action="store_true",
@@ -35,9 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.catalogue_loader import parse_object_names
     from ..core.metrics import format_report
     from ..data.bop import BopDataset, read_results_csv
-    from ..data.evaluation import default_targets, evaluate, make_evaluator, resolve_catalogue, vsd_delta_for
+    from ..data.evaluation import (
+        default_targets,
+        evaluate,
+        first_frames,
+        make_evaluator,
+        resolve_catalogue,
+        vsd_delta_for,
+    )
 
     try:
         targets = default_targets(args.dataset, args.split) if args.targets == "auto" else args.targets
@@ -46,12 +59,18 @@ def run(args: argparse.Namespace) -> int:
         catalogue = resolve_catalogue(dataset, args.objects_dir)
         delta = vsd_delta_for(args.dataset) if args.vsd_delta_mm is None else args.vsd_delta_mm / 1000.0
         evaluator = make_evaluator(catalogue, max_points=args.max_points, vsd=not args.no_vsd, vsd_delta=delta)
-        report = evaluate(dataset, results, catalogue, progress=not args.quiet, evaluator=evaluator)
+        report = evaluate(dataset, results, catalogue, progress=not args.quiet, evaluator=evaluator,
+                          objects=parse_object_names(args.objects),
+                          frames=first_frames(args.dataset, args.split, args.max_frames))
     except (FileNotFoundError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"vfm-pose eval: {msg}", file=sys.stderr)
         return 2
 
+    if report["dataset"].get("objects_scored"):
+        left = report["dataset"]["objects_left_out"]
+        print(f"scoring only {', '.join(report['dataset']['objects_scored'])}; left out: "
+              f"{', '.join(left) if left else 'no other object in these frames'}")
     print(format_report(report))
     ov = report["overall"]
     if ov.get("bop19_average_recall") is not None:

@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split folder (default: test)")
     parser.add_argument("--scene", type=int, default=None, help="only this scene id (default: all scenes)")
     parser.add_argument("--objects-dir", type=Path, default=None,
-                        help="object models for the boxes: a YAML catalogue or a BOP models folder "
-                             "(default: the dataset's models/)")
+                        help="object models for the boxes: a YAML catalogue, a BOP models folder, a dataset root "
+                             "or a mesh file (default: the dataset's models/)")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage (default mcap)")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the stamps (default 30)")
     parser.add_argument("--compress", action="store_true",
@@ -29,12 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..core.catalogue import Catalogue
+    from ..core.catalogue_loader import load_catalogue
     from ..data.bop import BopDataset
     from ..data.rosbag import bag_info, write_bag
 
     try:
-        catalogue = Catalogue.load(args.objects_dir) if args.objects_dir else None
+        catalogue = load_catalogue(args.objects_dir) if args.objects_dir else None
         dataset = BopDataset(args.dataset, args.split, catalogue=catalogue)
         summary = write_bag(dataset, args.out, scene=args.scene, storage=args.storage, fps=args.fps,
                             compress=args.compress, catalogue=catalogue, progress=not args.quiet)

@@ -20,8 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated object names (default: every object of the catalogue, "
                              "i.e. driller_like,can_like for the package's own)")
     parser.add_argument("--objects-dir", default=None,
-                        help="a BOP models folder (e.g. ../shared/data/lmo_models/models) or a YAML catalogue "
-                             "directory (default: the package's config/objects)")
+                        help="the objects: a YAML catalogue directory (default: the package's config/objects), a "
+                             "BOP models folder (e.g. ../shared/data/lmo_models/models), a dataset root or a mesh file")
+    parser.add_argument("--unit", choices=("m", "mm"), default=None,
+                        help="unit of a single mesh file given as --objects-dir (default: guessed from its size)")
     parser.add_argument("--frames", type=int, default=200, help="train frames (default 200)")
     parser.add_argument("--test-frames", type=int, default=None, help="test frames (default: frames / 4, at least 1)")
     parser.add_argument("--split", choices=("train", "test", "both"), default="both")
@@ -48,11 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _catalogue(args):
-    from ..core.catalogue import Catalogue, default_catalogue_dir
+    from ..core.catalogue_loader import load_catalogue, parse_object_names
 
-    names = [n.strip() for n in args.objects.split(",") if n.strip()] if args.objects else None
-    path = Path(args.objects_dir) if args.objects_dir else default_catalogue_dir()
-    return Catalogue.load(path, names=names)
+    return load_catalogue(args.objects_dir, names=parse_object_names(args.objects), unit=args.unit)
 
 
 def run(args) -> int:

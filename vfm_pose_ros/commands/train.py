@@ -28,7 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-dataset", help="BOP dataset root for validation after each epoch (another seed)")
     p.add_argument("--val-split", default="test")
     p.add_argument("--objects", help="comma-separated catalogue names (default: all in the catalogue)")
-    p.add_argument("--objects-dir", help="catalogue directory of YAML entries (default: config/objects)")
+    p.add_argument("--objects-dir", help="the objects: a YAML catalogue directory, a BOP models folder, a dataset root "
+                                         "or a mesh file (default: config/objects, else the dataset's own models/ "
+                                         "when config/objects lacks the --objects named)")
+    p.add_argument("--unit", choices=("m", "mm"), default=None,
+                   help="unit of a single mesh file given as --objects-dir (default: guessed from its size)")
     p.add_argument("--config", help="YAML config (model keys, optional 'base: small' and 'train:' section)")
     p.add_argument("--small", action="store_true", help="start from the backend's SMALL_CONFIG (random init, CPU)")
     p.add_argument("--epochs", type=int)
@@ -78,8 +82,29 @@ def load_train_config(path: str | None, small: bool, backend: str) -> tuple[dict
     return model, train
 
 
+def training_catalogue(args):
+    """(names, catalogue) to train on: --objects-dir, else config/objects, else the dataset's own models
+    (a `vfm-pose synth` dataset of other objects trains without naming its models twice)."""
+    from ..core.catalogue_loader import load_catalogue, parse_object_names
+
+    names = parse_object_names(args.objects)
+    if args.objects_dir:
+        return names, load_catalogue(args.objects_dir, names=names, unit=args.unit)
+    default = load_catalogue(None)
+    missing = [n for n in names or [] if n not in default]
+    if missing:
+        try:
+            own = load_catalogue(args.dataset, names=names)
+        except (OSError, KeyError):
+            raise KeyError(f"unknown object(s) {missing}: config/objects has {', '.join(default.names)} and "
+                           f"{args.dataset} has no models of that name; pass the objects' catalogue with "
+                           "--objects-dir (a YAML folder, a BOP models folder, a dataset root or a mesh)") from None
+        print(f"train: objects {', '.join(names)} from the dataset's own models ({args.dataset})", flush=True)
+        return names, own
+    return names, default.subset(names) if names else default
+
+
 def run(args) -> int:
-    from ..core.catalogue import Catalogue, default_catalogue_dir
     from ..data.bop import BopDataset
     from ..models.training import fit
 
@@ -89,8 +114,7 @@ def run(args) -> int:
         v = getattr(args, k, None)
         if v is not None:
             opts[k] = v
-    names = [n.strip() for n in args.objects.split(",") if n.strip()] if args.objects else None
-    catalogue = Catalogue.from_dir(args.objects_dir or default_catalogue_dir(), names=names)
+    names, catalogue = training_catalogue(args)
     if names:
         model_cfg["objects"] = names
     train_ds = BopDataset(args.dataset, args.split, catalogue=catalogue, load_masks=True, load_depth=False)

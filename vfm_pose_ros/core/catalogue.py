@@ -1,10 +1,10 @@
 """The object catalogue: what the package knows about each object it can pose.
 
 One :class:`ObjectModel` per object: its mesh (in metres), diameter, symmetry,
-keypoints and named grasp frames. Catalogues come from YAML files in
-``config/objects/`` (schema below) or from a BOP ``models/`` folder
-(``models_info.json`` with BOP's symmetry fields, names from ``catalogue.json`` or the
-LineMOD table; see :func:`load_bop_models` and :meth:`Catalogue.from_bop_models`).
+keypoints, named grasp frames, and the words people use for it (aliases and a
+description, read by the prompt resolver). Catalogues come from YAML files in
+``config/objects/`` (schema below), from a BOP ``models/`` folder (core/bop_models.py),
+or from a single mesh; :func:`vfm_pose_ros.core.catalogue_loader.load_catalogue` takes any of them.
 
 YAML schema (one file per object)::
 
@@ -22,13 +22,12 @@ YAML schema (one file per object)::
     keypoints: box                # box = 8 corners + centre; fps:N = N farthest-point surface points
                                   # (seeded at the box centre) + centre; or a list of [x, y, z]
     grasp_frames:                 # named frames in the object frame
-      handle: {xyz: [0, 0, -0.05], quat: [0, 0, 0, 1], description: "the handle"}
-    description: "a cordless drill" # optional, for prompts
+      handle: {xyz: [0, 0, -0.05], quat: [0, 0, 0, 1], description: "the handle", aliases: [grip]}
+    description: "a cordless drill" # optional, for prompts: what it is, its colours, shape and use
+    aliases: [drill, power drill]  # optional, for prompts: other names people call it by
 """
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +40,8 @@ from .transforms import make_T, quat_to_matrix
 class GraspFrame:
     name: str
     T: np.ndarray  # 4x4, object frame -> grasp frame, metres
-    description: str = ""
+    description: str = ""  # a noun phrase that reads after "grasp it by": "the orange pistol-grip handle"
+    aliases: list[str] = field(default_factory=list)  # other words for the part: "grip", "trigger"
 
 
 @dataclass
@@ -113,9 +113,11 @@ class ObjectModel:
     symmetry: Symmetry = field(default_factory=Symmetry)
     keypoint_spec: object = "box"
     grasp_frames: dict[str, GraspFrame] = field(default_factory=dict)
-    description: str = ""
+    description: str = ""  # what it is, colours, shape, use: "a cordless drill with a green body ..."
+    aliases: list[str] = field(default_factory=list)  # other names people call it by: "drill", "power drill"
 
     def __post_init__(self):
+        self.aliases = list(self.aliases or [])
         self.vertices = np.asarray(self.vertices, dtype=np.float64)
         if not self.diameter:
             self.diameter = compute_diameter(self.vertices)
@@ -262,12 +264,31 @@ def load_mesh(path, unit: str = "m"):
     return np.asarray(mesh.vertices, dtype=np.float64) * scale, np.asarray(mesh.faces, dtype=np.int64), colors
 
 
-def _grasp_frames(spec: dict | None) -> dict[str, GraspFrame]:
+def read_aliases(entry: dict, where: str = "") -> list[str]:
+    """An entry's ``aliases`` as a clean list of strings; a bare string is one alias. Raises on other types."""
+    raw = entry.get("aliases") or []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(a, str) for a in raw):
+        raise ValueError(f"{where}'aliases' must be a list of strings, e.g. aliases: [drill, power drill]; got {raw!r}")
+    entry["aliases"] = [" ".join(a.split()) for a in raw if a.strip()]
+    return entry["aliases"]
+
+
+def grasp_frames_from_spec(spec: dict | None, where: str = "") -> dict[str, GraspFrame]:
+    """Grasp frames from a ``grasp_frames:`` mapping (name -> xyz, quat, description, aliases)."""
     frames = {}
+    if spec is not None and not isinstance(spec, dict):
+        raise ValueError(f"{where}'grasp_frames' must map frame names to {{xyz, quat, description}}; got {spec!r}")
     for name, g in (spec or {}).items():
+        g = dict(g or {})
         R = quat_to_matrix(g.get("quat", [0, 0, 0, 1]))
-        frames[name] = GraspFrame(name, make_T(R, g.get("xyz", [0, 0, 0])), g.get("description", name))
+        frames[name] = GraspFrame(name, make_T(R, g.get("xyz", [0, 0, 0])), g.get("description", name),
+                                  read_aliases(g, f"{where}grasp frame {name!r}: "))
     return frames
+
+
+_grasp_frames = grasp_frames_from_spec  # the name data.procedural imports
 
 
 def _symmetry(spec: dict | None, where="") -> Symmetry:
@@ -294,6 +315,8 @@ def load_object_yaml(path) -> ObjectModel:
     path = Path(path)
     with open(path) as f:
         d = yaml.safe_load(f)
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a catalogue entry must be a mapping (name, class_id, mesh, ...)")
     for key in ("name", "class_id", "mesh"):
         if key not in d:
             raise ValueError(f"{path}: catalogue entry is missing '{key}'")
@@ -312,143 +335,10 @@ def load_object_yaml(path) -> ObjectModel:
         diameter=float(d.get("diameter") or 0.0),
         symmetry=_symmetry(d.get("symmetry"), f"{path}: "),
         keypoint_spec=d.get("keypoints", "box"),
-        grasp_frames=_grasp_frames(d.get("grasp_frames")),
-        description=d.get("description", ""),
+        grasp_frames=grasp_frames_from_spec(d.get("grasp_frames"), f"{path}: "),
+        description=d.get("description") or "",
+        aliases=read_aliases(d, f"{path}: "),
     )
-
-
-# LineMOD / LM-O object names by BOP obj_id (Hinterstoisser et al. 2012; BOP "lm" and "lmo").
-LINEMOD_NAMES = {
-    1: "ape", 2: "benchvise", 3: "bowl", 4: "camera", 5: "can", 6: "cat", 7: "cup", 8: "driller",
-    9: "duck", 10: "eggbox", 11: "glue", 12: "holepuncher", 13: "iron", 14: "lamp", 15: "phone",
-}
-_LM_DIR = re.compile(r"^(lm|lmo|lm-o|linemod|occlusion)([-_].*)?$", re.IGNORECASE)
-CATALOGUE_JSON = "catalogue.json"  # beside models_info.json: obj_id -> name (+ description, keypoints, grasp frames)
-
-
-def bop_object_name(obj_id: int) -> str:
-    """The fallback name of a BOP object without a known name."""
-    return f"obj_{int(obj_id):06d}"
-
-
-def object_metadata(obj: ObjectModel) -> dict:
-    """What a BOP ``models_info.json`` cannot hold about an object, for ``catalogue.json``."""
-    spec = obj.keypoint_spec
-    if isinstance(spec, np.ndarray) or (isinstance(spec, (list, tuple)) and spec and not isinstance(spec, str)):
-        spec = np.asarray(spec, dtype=float).tolist()
-    grasps = {}
-    for name, g in obj.grasp_frames.items():
-        from .transforms import matrix_to_quat
-
-        grasps[name] = {
-            "xyz": [float(v) for v in g.T[:3, 3]],
-            "quat": [float(v) for v in matrix_to_quat(g.T[:3, :3])],
-            "description": g.description,
-        }
-    return {"name": obj.name, "description": obj.description, "keypoints": spec, "grasp_frames": grasps}
-
-
-def looks_like_linemod(path, obj_ids=None) -> bool:
-    """LM/LM-O folders (``lm/models``, ``lmo``, ``lmo_models``, ...) with ids 1..15: named like the papers do."""
-    if obj_ids is not None and (not len(obj_ids) or max(obj_ids) > 15):
-        return False
-    return any(_LM_DIR.match(part) for part in Path(path).resolve().parts[-3:])
-
-
-def find_models_info(models_dir) -> Path:
-    """``models_info.json`` in a BOP ``models/`` folder, or in ``<dataset>/models`` when given a dataset root."""
-    models_dir = Path(models_dir)
-    for cand in (models_dir / "models_info.json", models_dir / "models" / "models_info.json"):
-        if cand.is_file():
-            return cand
-    raise FileNotFoundError(
-        f"no models_info.json in {models_dir} (nor in {models_dir / 'models'}): pass a BOP models folder "
-        "(obj_XXXXXX.ply in millimetres plus models_info.json), e.g. <dataset>/models or <dataset>/models_eval"
-    )
-
-
-def read_name_mapping(models_dir) -> dict[int, dict]:
-    """``catalogue.json`` beside ``models_info.json`` (written by ``data.bop.write_models_info``), by obj_id.
-
-    Values are dicts with at least ``name``; a bare ``{"1": "ape"}`` mapping is accepted too. Empty when absent.
-    """
-    models_dir = Path(models_dir)
-    path = models_dir / CATALOGUE_JSON
-    if not path.is_file():
-        return {}
-    with open(path) as f:
-        d = json.load(f)
-    d = d.get("objects", d)
-    out = {}
-    for k, v in d.items():
-        out[int(k)] = {"name": v} if isinstance(v, str) else dict(v)
-    return out
-
-
-def load_bop_models(models_dir, names=None, id_names: dict | None = None, obj_ids=None) -> list[ObjectModel]:
-    """Objects of a BOP ``models/`` folder: ``obj_XXXXXX.ply`` (mm) and ``models_info.json``.
-
-    Diameters come from ``models_info.json`` (mm -> m) when given, symmetries from its
-    ``symmetries_discrete`` / ``symmetries_continuous`` fields. Names, first match wins:
-    ``id_names`` (obj_id -> name), the folder's ``catalogue.json``, the LineMOD table for
-    LM/LM-O-like folders, else ``obj_XXXXXX``. ``names`` / ``obj_ids`` select objects
-    before any mesh is read.
-    """
-    info_path = find_models_info(models_dir)
-    models_dir = info_path.parent
-    with open(info_path) as f:
-        infos = {int(k): v for k, v in json.load(f).items()}
-    meta = read_name_mapping(models_dir)
-    linemod = looks_like_linemod(models_dir, list(infos))
-    id_names = {int(k): v for k, v in (id_names or {}).items()}
-
-    def name_of(obj_id: int) -> str:
-        if obj_id in id_names:
-            return id_names[obj_id]
-        if obj_id in meta and meta[obj_id].get("name"):
-            return meta[obj_id]["name"]
-        if linemod and obj_id in LINEMOD_NAMES:
-            return LINEMOD_NAMES[obj_id]
-        return bop_object_name(obj_id)
-
-    selected = sorted(infos)
-    if obj_ids is not None:
-        wanted = {int(i) for i in obj_ids}
-        missing = wanted - set(infos)
-        if missing:
-            raise KeyError(f"obj_ids {sorted(missing)} not in {info_path} (it has {selected})")
-        selected = [i for i in selected if i in wanted]
-    if names:
-        by_name = {name_of(i): i for i in selected}
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise KeyError(f"unknown object(s) {missing} in {models_dir}; it has: {', '.join(by_name)}")
-        selected = [by_name[n] for n in names]
-
-    objects = []
-    for obj_id in selected:
-        info = infos[obj_id]
-        mesh_path = models_dir / f"obj_{obj_id:06d}.ply"
-        if not mesh_path.is_file():
-            raise FileNotFoundError(f"{info_path} lists object {obj_id} but its mesh {mesh_path} is missing")
-        vertices, faces, colors = load_mesh(mesh_path, unit="mm")
-        m = meta.get(obj_id, {})
-        objects.append(
-            ObjectModel(
-                name=name_of(obj_id),
-                class_id=obj_id,
-                vertices=vertices,
-                faces=faces,
-                vertex_colors=colors,
-                mesh_path=mesh_path,
-                diameter=float(info.get("diameter") or 0.0) / 1000.0,
-                symmetry=Symmetry.from_bop(info),
-                keypoint_spec=m.get("keypoints") or "box",
-                grasp_frames=_grasp_frames(m.get("grasp_frames")),
-                description=m.get("description", ""),
-            )
-        )
-    return objects
 
 
 class Catalogue:
@@ -509,16 +399,17 @@ class Catalogue:
 
     @classmethod
     def from_bop_models(cls, models_dir, names=None, id_names: dict | None = None, obj_ids=None) -> Catalogue:
-        """A catalogue from a BOP ``models/`` folder (see :func:`load_bop_models`)."""
+        """A catalogue from a BOP ``models/`` folder (see :func:`vfm_pose_ros.core.bop_models.load_bop_models`)."""
+        from .bop_models import load_bop_models
+
         return cls(load_bop_models(models_dir, names=names, id_names=id_names, obj_ids=obj_ids))
 
     @classmethod
-    def load(cls, path, names=None) -> Catalogue:
-        """A YAML catalogue directory, or a BOP models folder / dataset root (has models_info.json)."""
-        path = Path(path)
-        if (path / "models_info.json").is_file() or (path / "models" / "models_info.json").is_file():
-            return cls.from_bop_models(path, names=names)
-        return cls.from_dir(path, names=names)
+    def load(cls, path, names=None, unit: str | None = None) -> Catalogue:
+        """Any catalogue source: see :func:`vfm_pose_ros.core.catalogue_loader.load_catalogue`."""
+        from .catalogue_loader import load_catalogue
+
+        return load_catalogue(path, names=names, unit=unit)
 
 
 def default_catalogue_dir() -> Path:
@@ -532,3 +423,16 @@ def default_catalogue_dir() -> Path:
         return Path(get_package_share_directory("vfm_pose_ros")) / "config" / "objects"
     except (ImportError, LookupError):  # no ament index (pip install -e, no ROS): the source tree
         return here
+
+
+_MOVED_TO_BOP_MODELS = ("LINEMOD_NAMES", "CATALOGUE_JSON", "bop_object_name", "object_metadata", "looks_like_linemod",
+                        "find_models_info", "read_name_mapping", "load_bop_models")
+
+
+def __getattr__(name: str):
+    """The BOP-folder names that live in core/bop_models.py, still importable from here."""
+    if name in _MOVED_TO_BOP_MODELS:
+        from . import bop_models
+
+        return getattr(bop_models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

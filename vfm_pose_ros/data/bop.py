@@ -25,15 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.catalogue import (
+from ..core.bop_models import (
     CATALOGUE_JSON,
-    LINEMOD_NAMES,
-    Catalogue,
     bop_object_name,
-    looks_like_linemod,
+    known_dataset_names,
     object_metadata,
     read_name_mapping,
 )
+from ..core.catalogue import Catalogue
 from ..core.types import Frame, GroundTruthPose, ObjectPose
 
 IMAGE_DIRS = ("rgb", "gray")
@@ -212,7 +211,7 @@ class BopDataset:
         for d in (self.root / "models", self.root / "models_eval", self.root):
             for k, v in read_name_mapping(d).items():
                 self.id_names.setdefault(k, v["name"])
-        self._linemod = looks_like_linemod(self.root)
+        self._name_table = known_dataset_names(self.root)
         self.camera = load_json(self.root / "camera.json") if (self.root / "camera.json").is_file() else None
         self.targets = self._read_targets(targets)
         self._scenes: dict[int, _Scene] = {}
@@ -226,9 +225,7 @@ class BopDataset:
             return self.catalogue.by_id[obj_id].name
         if obj_id in self.id_names:
             return self.id_names[obj_id]
-        if self._linemod and obj_id in LINEMOD_NAMES:
-            return LINEMOD_NAMES[obj_id]
-        return bop_object_name(obj_id)
+        return self._name_table.get(obj_id) or bop_object_name(obj_id)
 
     def _read_targets(self, targets) -> dict | None:
         if targets is None or targets == "none":

@@ -69,9 +69,11 @@ def catalogue_to_dict(catalogue: Catalogue, keypoints: dict[str, np.ndarray] | N
                 "axis": None if sym.axis is None else [float(x) for x in sym.axis],
                 "offset": None if sym.offset is None else [float(x) for x in sym.offset],
             },
-            "grasp_frames": {g.name: {"T": np.asarray(g.T, dtype=float).tolist(), "description": g.description}
+            "grasp_frames": {g.name: {"T": np.asarray(g.T, dtype=float).tolist(), "description": g.description,
+                                      "aliases": list(g.aliases)}
                              for g in obj.grasp_frames.values()},
             "description": obj.description,
+            "aliases": list(obj.aliases),
         })
     return {"objects": out}
 
@@ -97,9 +99,10 @@ def catalogue_from_dict(d: dict) -> Catalogue:
                 offset=None if s["offset"] is None else np.asarray(s["offset"], dtype=float),
             ),
             keypoint_spec=o["keypoints"].numpy().tolist(),
-            grasp_frames={n: GraspFrame(n, np.asarray(g["T"], dtype=float), g["description"])
+            grasp_frames={n: GraspFrame(n, np.asarray(g["T"], dtype=float), g["description"], g.get("aliases", []))
                           for n, g in o["grasp_frames"].items()},
             description=o.get("description", ""),
+            aliases=o.get("aliases", []),
         )
         obj.surface_normals = (pts, o["normals"].double().numpy())
         objects.append(obj)

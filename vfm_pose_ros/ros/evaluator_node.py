@@ -77,10 +77,15 @@ class Scorer:
     """
 
     def __init__(self, catalogue, max_points: int | None = None, timeout_s: float = 10.0, frame_ids=None,
-                 camera=None, depth=None, vsd_delta: float = 0.015):
+                 camera=None, depth=None, vsd_delta: float = 0.015, objects=None):
         from ..core.metrics import PoseEvaluator
 
         self.catalogue = catalogue
+        missing = [n for n in objects or [] if n not in catalogue]
+        if missing:
+            raise ValueError(f"objects {missing} are not in the catalogue; it has: {', '.join(catalogue.names)}")
+        self.objects = set(objects) if objects else None  # score only these; None = every catalogue object
+        self.left_out: set[str] = set()  # catalogue objects seen but not scored (objects given)
         self.camera = camera  # stamp -> (K, image width) or None: intrinsics looked up when a frame is scored
         self.depth = depth  # stamp -> depth (metres) or None, looked up (and released) when a frame is scored
         renderer = None
@@ -109,11 +114,19 @@ class Scorer:
     def _known(self, poses):
         out = []
         for p in poses:
-            if p.name in self.catalogue:
+            if p.name not in self.catalogue:
+                self.unknown_classes[p.name] = self.unknown_classes.get(p.name, 0) + 1
+            elif self.objects is None or p.name in self.objects:
                 out.append(p)
             else:
-                self.unknown_classes[p.name] = self.unknown_classes.get(p.name, 0) + 1
+                self.left_out.add(p.name)
         return out
+
+    def _scored_gts(self, gts):
+        if self.objects is None:
+            return gts
+        self.left_out.update(g.name for g in gts if g.name not in self.objects)
+        return [g for g in gts if g.name in self.objects]
 
     def count_problem(self, kind: str, n: int = 1) -> None:
         with self.lock:
@@ -122,6 +135,7 @@ class Scorer:
     def add_ground_truth(self, stamp: int, gts, K=None, width=None, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         with self.lock:
+            gts = self._scored_gts(gts)
             if stamp in self.scored or stamp in self.pending_gt or stamp in self.waiting_camera:
                 self.duplicates += 1
                 return
@@ -197,6 +211,8 @@ class Scorer:
                 "n_results_outside_dataset": self.det_without_gt,
                 "unknown_obj_ids": sorted(self.unknown_classes),
                 "mean_time_per_image_s": None,
+                "objects_scored": sorted(self.objects) if self.objects else None,
+                "objects_left_out": sorted(self.left_out),
             }
             rep["ros"] = {
                 "frames_matched": self.matched,
@@ -265,7 +281,8 @@ def _make_node_class():
     from std_msgs.msg import Empty, String
     from vision_msgs.msg import Detection3DArray
 
-    from ..core.catalogue import Catalogue, default_catalogue_dir
+    from ..core.catalogue import default_catalogue_dir
+    from ..core.catalogue_loader import load_catalogue, parse_object_names
     from ..core.types import GroundTruthPose, ObjectPose
     from . import convert
 
@@ -274,7 +291,7 @@ def _make_node_class():
             super().__init__(NODE_NAME, **node_kwargs)
             self.p = declare_checked(self, EVALUATOR_PARAMS)  # ParameterError (a ValueError): one line, exit 1
             cat_dir = Path(self.p["catalogue_dir"]) if self.p["catalogue_dir"] else default_catalogue_dir()
-            catalogue = Catalogue.from_dir(cat_dir)
+            catalogue = load_catalogue(cat_dir)
             frame_ids = {}
             if self.p["bag"]:
                 from ..data.rosbag import bag_metadata
@@ -286,7 +303,8 @@ def _make_node_class():
                                  timeout_s=float(self.p["match_timeout_s"]), frame_ids=frame_ids,
                                  camera=lambda stamp: self._K.get(stamp, self._latest_K),
                                  depth=self._take_depth if self.p["vsd"] else None,
-                                 vsd_delta=float(self.p["vsd_delta_mm"]) / 1000.0)
+                                 vsd_delta=float(self.p["vsd_delta_mm"]) / 1000.0,
+                                 objects=parse_object_names(self.p["objects"]))
             self._obj_ids = {o.name: o.class_id for o in catalogue}
             self._K: OrderedDict[int, tuple] = OrderedDict()
             self._latest_K = None

@@ -158,7 +158,10 @@ EVALUATOR_PARAMS: dict[str, Param] = dict([
        default=15.0),
     _p("done_topic", str, "the player's end-of-bag message ('' = ignore)", pattern=_TOPIC_OR_EMPTY,
        default="/bag_player/done"),
-    _p("catalogue_dir", str, "object catalogue ('' = the package's config/objects)", default=""),
+    _p("catalogue_dir", str, "object catalogue: YAML folder, BOP models folder, dataset root or mesh ('' = the "
+       "package's config/objects)", default=""),
+    _p("objects", str, "comma-separated object names to score, the others left out ('' = every catalogue object)",
+       default=""),
     _p("max_points", int, "model points for the metrics; 0 = all vertices", low=0, default=0),
     _p("match_timeout_s", float, "how long a message waits for its partner with the same stamp", low=0.0,
        low_open=True, high=3600.0, default=10.0),

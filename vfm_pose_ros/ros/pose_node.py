@@ -345,11 +345,11 @@ def _make_node_class():
 
         def _load_catalogue(self):
             if self.p["catalogue_dir"]:
-                from ..core.catalogue import Catalogue
+                from ..core.catalogue_loader import load_catalogue
 
                 d = resolve_path(self.p["catalogue_dir"])
                 try:
-                    return Catalogue.from_dir(d)
+                    return load_catalogue(d)
                 except (OSError, ValueError) as exc:
                     raise StartupError(f"cannot read the catalogue {d}: {exc}") from exc
             return self.estimator.catalogue
