@@ -172,6 +172,10 @@ class Estimator(abc.ABC):
     def object_names(self) -> list[str]:
         return self.catalogue.names
 
+    def resolve_prompt(self, prompt: str):
+        """What a prompt names (a core.prompts.Resolution); None for backends that take no prompt."""
+        return None
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(backend={self.backend!r}, objects={self.object_names}, "
                 f"device={self.device}, precision={self.precision})")

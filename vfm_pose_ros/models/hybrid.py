@@ -267,6 +267,10 @@ class Estimator(BaseEstimator):
                 f"dinov2={self.dinov2.config.get('backbone')}, region={self.config['region']}, "
                 f"objects={self.object_names}, device={self.device})")
 
+    def resolve_prompt(self, prompt: str):
+        """CLIP's resolution: the semantic stage decides what the prompt names."""
+        return self.clip.resolve_prompt(prompt)
+
     # -- inference -----------------------------------------------------------------------------
     def predict(self, frame: Frame) -> list[ObjectPose]:
         return self.predict_batch([frame])[0]
