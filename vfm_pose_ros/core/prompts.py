@@ -55,6 +55,7 @@ class Resolution:
     matches: tuple[ObjectMatch, ...] = ()
     closest: tuple[tuple[str, float], ...] = ()  # every object by similarity to the (first) object phrase
     refusal: str | None = None
+    reads_as: tuple[str, float] | None = None  # the everyday non-catalogue object the prompt is closer to
 
     @property
     def names(self) -> list[str]:
@@ -93,7 +94,7 @@ class PromptResolver:
 
     catalogue: object
     encode: Encode
-    threshold: float = 0.45  # best object similarity under this: the prompt names nothing in the catalogue
+    threshold: float = 0.4  # best object similarity under this: the prompt names nothing in the catalogue
     part_threshold: float = 0.35  # best grasp similarity under this: the part is not one of the object's frames
     open_set_margin: float = 0.0  # refuse when an everyday non-catalogue object beats the best by more than this
     vocabulary: Sequence[str] = EVERYDAY_OBJECTS
@@ -131,34 +132,36 @@ class PromptResolver:
         if not prompt.strip():
             return Resolution(prompt, refusal="the prompt is empty")
         clauses = [c for c in _CONJUNCTION.split(_BOTH.sub("", prompt)) if c.strip()]
-        whole = self._match_clause(prompt)
         if len(clauses) > 1:
             parts = [self._match_clause(c) for c in clauses]
-            names = [m.name for m, _ in parts if m is not None]
+            names = [m.name for m, _, _ in parts if m is not None]
             if len(names) == len(parts) and len(set(names)) == len(names):
-                return Resolution(prompt, tuple(m for m, _ in parts), parts[0][1])
-        match, closest = whole
-        if match is None:
-            name, sim = closest[0] if closest else ("", 0.0)
-            return Resolution(prompt, (), closest, f"'{prompt}' names nothing in the catalogue: closest is "
-                                                   f"'{name}' at {sim:.2f} (threshold {self.threshold:.2f})")
-        return Resolution(prompt, (match,), closest)
+                return Resolution(prompt, tuple(m for m, _, _ in parts), parts[0][1])
+        match, closest, reads_as = self._match_clause(prompt)
+        if match is not None:
+            return Resolution(prompt, (match,), closest)
+        name, sim = closest[0] if closest else ("", 0.0)
+        why = (f"it reads as '{reads_as[0]}' ({reads_as[1]:.2f}), " if reads_as else "")
+        return Resolution(prompt, (), closest, f"'{prompt}' names nothing in the catalogue: {why}the closest "
+                                               f"catalogue object is '{name}' at {sim:.2f} (threshold "
+                                               f"{self.threshold:.2f})", reads_as)
 
-    def _match_clause(self, clause: str) -> tuple[ObjectMatch | None, tuple[tuple[str, float], ...]]:
+    def _match_clause(self, clause: str):
+        """(ObjectMatch or None, catalogue objects by similarity, the everyday object it reads as or None)."""
         obj_phrase, part = split_part(clause)
         queries = [obj_phrase or clause] + ([part] if part else [])
         emb = self.encode(queries)
         sims = [(name, float(np.max(texts @ emb[0]))) for name, texts, _ in self._objects]
         closest = tuple(sorted(sims, key=lambda s: -s[1]))
         if not closest or closest[0][1] < self.threshold:
-            return None, closest
+            return None, closest, None
         name, sim = closest[0]
         words, vocab = self._others
         if len(words):
             other = vocab @ emb[0]
             k = int(np.argmax(other))
             if other[k] > sim + self.open_set_margin:
-                return None, ((f"{words[k]} (not in the catalogue)", float(other[k])),) + closest
+                return None, closest, (words[k], float(other[k]))
         frames = next(f for n, _, f in self._objects if n == name)
         grasp, grasp_sim = None, None
         if part and frames:
@@ -166,4 +169,4 @@ class PromptResolver:
             frame, score = max(scores, key=lambda s: s[1])
             if score >= self.part_threshold:
                 grasp, grasp_sim = frame, score
-        return ObjectMatch(name, sim, grasp, grasp_sim), closest
+        return ObjectMatch(name, sim, grasp, grasp_sim), closest, None
