@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _catalogue(args):
-    from ..core.catalogue import Catalogue, default_catalogue_dir
+    from ..core.catalogue import Catalogue
+    from ..paths import default_catalogue_dir
 
     names = [n.strip() for n in args.objects.split(",") if n.strip()] if args.objects else None
     path = Path(args.objects_dir) if args.objects_dir else default_catalogue_dir()

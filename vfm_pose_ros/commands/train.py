@@ -79,9 +79,10 @@ def load_train_config(path: str | None, small: bool, backend: str) -> tuple[dict
 
 
 def run(args) -> int:
-    from ..core.catalogue import Catalogue, default_catalogue_dir
+    from ..core.catalogue import Catalogue
     from ..data.bop import BopDataset
     from ..models.training import fit
+    from ..paths import default_catalogue_dir
 
     model_cfg, train_cfg = load_train_config(args.config, args.small, args.backend)
     opts = {**TRAIN_DEFAULTS, **train_cfg}

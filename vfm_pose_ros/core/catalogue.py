@@ -519,16 +519,3 @@ class Catalogue:
         if (path / "models_info.json").is_file() or (path / "models" / "models_info.json").is_file():
             return cls.from_bop_models(path, names=names)
         return cls.from_dir(path, names=names)
-
-
-def default_catalogue_dir() -> Path:
-    """config/objects of this package: the source tree, or the installed share directory."""
-    here = Path(__file__).resolve().parents[2] / "config" / "objects"
-    if here.is_dir():
-        return here
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("vfm_pose_ros")) / "config" / "objects"
-    except (ImportError, LookupError):  # no ament index (pip install -e, no ROS): the source tree
-        return here

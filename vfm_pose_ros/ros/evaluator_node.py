@@ -265,8 +265,9 @@ def _make_node_class():
     from std_msgs.msg import Empty, String
     from vision_msgs.msg import Detection3DArray
 
-    from ..core.catalogue import Catalogue, default_catalogue_dir
+    from ..core.catalogue import Catalogue
     from ..core.types import GroundTruthPose, ObjectPose
+    from ..paths import default_catalogue_dir
     from . import convert
 
     class EvaluatorNode(Node):
