@@ -20,12 +20,12 @@ K = np.array([[600.0, 0.0, 320.5], [0.0, 610.0, 240.25], [0.0, 0.0, 1.0]])
 def _rclpy():
     pytest.importorskip("vision_msgs.msg", reason="ROS 2 message packages are not installed")
     serialization = pytest.importorskip("rclpy.serialization")
-    from vfm_pose_ros.ros.convert import RCLPY
+    from vfm_pose_ros.ros.convert import RclpyFactory
 
     def wire(msg, msgtype):  # rclpy -> CDR -> rclpy
         return serialization.deserialize_message(serialization.serialize_message(msg), type(msg))
 
-    return RCLPY, wire
+    return RclpyFactory(check_fields=True), wire  # rclpy checks each field type the builders set
 
 
 def _rosbags():

