@@ -33,11 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir  # noqa: E402
+from vfm_pose_ros.core.catalogue import Catalogue  # noqa: E402
 from vfm_pose_ros.core.metrics import add  # noqa: E402
 from vfm_pose_ros.core.tracking import PoseTracker, TrackingConfig  # noqa: E402
 from vfm_pose_ros.core.transforms import rotation_angle_deg  # noqa: E402
 from vfm_pose_ros.core.types import Frame, GroundTruthPose  # noqa: E402
+from vfm_pose_ros.paths import default_catalogue_dir  # noqa: E402
 
 OBJECT = "driller_like"
 

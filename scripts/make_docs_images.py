@@ -17,8 +17,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir  # noqa: E402
+from vfm_pose_ros.core.catalogue import Catalogue  # noqa: E402
 from vfm_pose_ros.data.scenes import SceneConfig, SceneGenerator  # noqa: E402
+from vfm_pose_ros.paths import default_catalogue_dir  # noqa: E402
 
 COLOURS = np.array([[230, 80, 60], [60, 170, 240], [250, 210, 50], [120, 220, 120], [200, 120, 230]], np.uint8)
 

@@ -47,10 +47,11 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+    from vfm_pose_ros.core.catalogue import Catalogue
     from vfm_pose_ros.core.types import ObjectPose
     from vfm_pose_ros.data.bop import BopDataset
     from vfm_pose_ros.data.rosbag import OPTICAL_ROTATION_XYZW
+    from vfm_pose_ros.paths import default_catalogue_dir
     from vfm_pose_ros.ros import convert
     from vfm_pose_ros.ros.pose_node import select_poses
 

@@ -91,9 +91,10 @@ def tiny_clip_checkpoint(tmp_path_factory):
 
     import torch
 
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+    from vfm_pose_ros.core.catalogue import Catalogue
     from vfm_pose_ros.models import backend_module
     from vfm_pose_ros.models.checkpoint import save_checkpoint
+    from vfm_pose_ros.paths import default_catalogue_dir
 
     torch.manual_seed(0)
     clip = backend_module("clip")
@@ -159,9 +160,10 @@ def run_launcher():
 def clip_checkpoint(tmp_path_factory):
     """A CLIP checkpoint of the small configuration with random weights: the real file format, no training."""
     torch = pytest.importorskip("torch")
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+    from vfm_pose_ros.core.catalogue import Catalogue
     from vfm_pose_ros.models import backend_module
     from vfm_pose_ros.models.checkpoint import save_checkpoint
+    from vfm_pose_ros.paths import default_catalogue_dir
 
     torch.manual_seed(0)
     clip = backend_module("clip")

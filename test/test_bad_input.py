@@ -17,9 +17,10 @@ import re
 import numpy as np
 import pytest
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir, load_object_yaml
+from vfm_pose_ros.core.catalogue import Catalogue, load_object_yaml
 from vfm_pose_ros.core.types import GroundTruthPose
 from vfm_pose_ros.core.validation import REASONS, InvalidInput
+from vfm_pose_ros.paths import default_catalogue_dir
 
 
 def _raises(exc_type, fn, *args, problem: str, fix: str, **kwargs) -> str:

@@ -11,7 +11,8 @@ import json
 import pytest
 
 from vfm_pose_ros.cli import main
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
+from vfm_pose_ros.paths import default_catalogue_dir
 
 pytest.importorskip("torch")
 pytest.importorskip("open_clip")

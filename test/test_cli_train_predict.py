@@ -6,9 +6,10 @@ import pytest
 import yaml
 
 from vfm_pose_ros import cli
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.core.types import ObjectPose
 from vfm_pose_ros.data.bop import BopDataset, read_results_csv
+from vfm_pose_ros.paths import default_catalogue_dir
 
 TINY = {
     "backend": "dinov2", "base": "small",

@@ -11,8 +11,8 @@ import pytest
 
 from vfm_pose_ros.cli import main
 from vfm_pose_ros.core.bop_models import YCBV_NAMES, known_dataset_names
-from vfm_pose_ros.core.catalogue import default_catalogue_dir
 from vfm_pose_ros.core.catalogue_loader import catalogue_source, guess_unit, load_catalogue
+from vfm_pose_ros.paths import default_catalogue_dir
 
 
 def write_bop_models(d: Path, size_mm=(90.0, 50.0, 40.0), ids=(1,)) -> Path:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.core.plausibility import GATE_REASONS, GateConfig, check_pose, depth_residuals
 from vfm_pose_ros.core.types import ObjectPose
+from vfm_pose_ros.paths import default_catalogue_dir
 
 K = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
 SIZE = (640, 480)

@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.core.metrics import add
 from vfm_pose_ros.core.tracking import PoseFilter, PoseTracker, TrackingConfig, closest_symmetric_pose, warm_start_icp
 from vfm_pose_ros.core.transforms import axis_angle_to_matrix, rotation_angle_deg
 from vfm_pose_ros.core.types import Frame, ObjectPose
+from vfm_pose_ros.paths import default_catalogue_dir
 
 
 def pose(name="obj", R=None, t=(0.0, 0.0, 1.0), **kw) -> ObjectPose:

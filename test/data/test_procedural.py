@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir, load_mesh
+from vfm_pose_ros.core.catalogue import Catalogue, load_mesh
 from vfm_pose_ros.data.procedural import OBJECT_NAMES, make_object, to_object_model, write_default_objects
 from vfm_pose_ros.data.render import Light, Renderer
 from vfm_pose_ros.data.scenes import LMO_K
+from vfm_pose_ros.paths import default_catalogue_dir
 
 
 @pytest.fixture(scope="module")

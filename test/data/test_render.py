@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from vfm_pose_ros.core.catalogue import Catalogue, ObjectModel, default_catalogue_dir, load_mesh
+from vfm_pose_ros.core.catalogue import Catalogue, ObjectModel, load_mesh
 from vfm_pose_ros.core.transforms import depth_to_points, project, transform_points
 from vfm_pose_ros.data.render import Light, Plane, Renderer
 from vfm_pose_ros.data.scenes import LMO_K
+from vfm_pose_ros.paths import default_catalogue_dir
 
 W, H = 640, 480
 SHARED = Path(os.environ.get("VFM_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))

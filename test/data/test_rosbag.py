@@ -11,6 +11,7 @@ import pytest
 from vfm_pose_ros.core.catalogue import Catalogue, ObjectModel
 from vfm_pose_ros.core.transforms import axis_angle_to_matrix, quat_to_matrix
 from vfm_pose_ros.core.types import GroundTruthPose
+from vfm_pose_ros.data import messages
 from vfm_pose_ros.data import rosbag as rb
 from vfm_pose_ros.data.bop import BopDataset, BopWriter, write_models_info
 
@@ -154,8 +155,9 @@ def test_frame_groups_put_camera_info_and_gt_first_and_the_image_last(bop, tmp_p
 
 def test_depth_is_16uc1_millimetres():
     d = np.array([[0.0, np.nan, 0.51234], [1.00049, 70.0, -1.0]], dtype=np.float32)
-    msg = rb.depth_to_msg(d, rb.make_header(5))
-    back = rb.depth_from_msg(msg)
+    msg = messages.depth_to_image(rb.bag_messages(), d, rb.make_header(5))
+    assert (msg.encoding, msg.step) == ("16UC1", 6)
+    back = messages.image_to_depth(msg)
     np.testing.assert_allclose(back, [[0, 0, 0.512], [1.0, 0, 0]], atol=1e-7)  # 0 = no measurement
     assert np.abs(back[0, 2] - d[0, 2]) <= 0.5e-3
 

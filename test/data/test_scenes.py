@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.core.transforms import depth_to_points, transform_points
 from vfm_pose_ros.data.scenes import LMO_K, SceneConfig, SceneGenerator, random_background, random_texture
+from vfm_pose_ros.paths import default_catalogue_dir
 
 # half-resolution camera keeps these tests fast; geometry is the same
 K_HALF = LMO_K.copy()

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
+from vfm_pose_ros.paths import default_catalogue_dir
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.models import dinov2, load_estimator
 from vfm_pose_ros.models.checkpoint import (
     CheckpointError,
@@ -15,6 +15,7 @@ from vfm_pose_ros.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from vfm_pose_ros.paths import default_catalogue_dir
 
 TINY = {
     **dinov2.SMALL_CONFIG,

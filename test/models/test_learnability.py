@@ -17,10 +17,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.core.metrics import PoseEvaluator
 from vfm_pose_ros.models import clip, dinov2
 from vfm_pose_ros.models.training import fit
+from vfm_pose_ros.paths import default_catalogue_dir
 
 # minutes of training each (about 2 on an idle 2-core machine, 5 under load): the default 300 s timeout is short
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

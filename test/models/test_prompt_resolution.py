@@ -16,10 +16,11 @@ import pytest
 import torch
 import yaml
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.core.prompts import PromptResolver
 from vfm_pose_ros.core.types import Frame
 from vfm_pose_ros.models.text_encoder import default_sentence_encoder
+from vfm_pose_ros.paths import default_catalogue_dir
 
 PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts"
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.models import dinov2
 from vfm_pose_ros.models.checkpoint import dataset_hash, load_checkpoint
 from vfm_pose_ros.models.training import fit, lr_factor, resume_path
+from vfm_pose_ros.paths import default_catalogue_dir
 
 TINY = {
     **dinov2.SMALL_CONFIG,
@@ -154,7 +155,8 @@ def test_time_budget_stops(tmp_path, tiny):
 DDP_SCRIPT = textwrap.dedent("""
     import json, os, sys
     import torch.distributed as dist
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+    from vfm_pose_ros.core.catalogue import Catalogue
+    from vfm_pose_ros.paths import default_catalogue_dir
     from vfm_pose_ros.data.bop import BopDataset
     from vfm_pose_ros.models.training import fit
     root, out, cfg = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])

@@ -13,10 +13,11 @@ import json
 import numpy as np
 import pytest
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.core.metrics import PoseEvaluator
 from vfm_pose_ros.core.transforms import axis_angle_to_matrix
 from vfm_pose_ros.core.types import GroundTruthPose, ObjectPose
+from vfm_pose_ros.paths import default_catalogue_dir
 from vfm_pose_ros.report import compare as C
 
 pytest.importorskip("cv2")

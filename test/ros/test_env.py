@@ -42,9 +42,11 @@ def test_find_package_file(monkeypatch):
     with pytest.raises(FileNotFoundError, match="no/such.file.*searched"):
         env.find_package_file("no/such.file")
     # Installed layout (colcon): not in the source tree, found in the ament share directory instead.
+    from vfm_pose_ros import paths
+
     share = REPO / "config"
-    monkeypatch.setattr(env, "_SOURCE_ROOT", Path("/nonexistent"))
-    monkeypatch.setattr(env, "package_share_dir", lambda: share.parent)
+    monkeypatch.setattr(paths, "SOURCE_ROOT", Path("/nonexistent"))
+    monkeypatch.setattr(paths, "package_share_dir", lambda: share.parent)
     assert env.find_package_file("config/fastdds.xml") == share / "fastdds.xml"
 
 

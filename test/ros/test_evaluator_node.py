@@ -11,10 +11,11 @@ import pytest
 
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not built (interfaces/)")
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir  # noqa: E402
+from vfm_pose_ros.core.catalogue import Catalogue  # noqa: E402
 from vfm_pose_ros.core.metrics import PoseEvaluator  # noqa: E402
 from vfm_pose_ros.core.transforms import axis_angle_to_matrix  # noqa: E402
 from vfm_pose_ros.core.types import GroundTruthPose, ObjectPose  # noqa: E402
+from vfm_pose_ros.paths import default_catalogue_dir  # noqa: E402
 from vfm_pose_ros.ros import convert  # noqa: E402
 from vfm_pose_ros.ros.evaluator_node import Scorer, markdown_report  # noqa: E402
 

@@ -155,7 +155,8 @@ def check_complete_report(out: Path, catalogue) -> dict:
 def test_pose_node_restarted_mid_bag(procs, tiny_checkpoint, bag, tmp_path):
     """Kill -9 the pose node during a lockstep replay, start it again: the player counts the timeouts, the
     evaluator lists those frames as gaps (failures), and the frames after the restart are answered and scored."""
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+    from vfm_pose_ros.core.catalogue import Catalogue
+    from vfm_pose_ros.paths import default_catalogue_dir
 
     out, summary = tmp_path / "eval", tmp_path / "player.json"
     evaluator = procs.start("evaluator", "-m", "vfm_pose_ros.ros.evaluator_node", "--ros-args",
@@ -213,9 +214,10 @@ def test_evaluator_sigint_mid_stream_writes_a_complete_report(procs, tmp_path):
     from sensor_msgs.msg import CameraInfo
     from vision_msgs.msg import Detection3DArray
 
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+    from vfm_pose_ros.core.catalogue import Catalogue
     from vfm_pose_ros.core.transforms import axis_angle_to_matrix
     from vfm_pose_ros.core.types import ObjectPose
+    from vfm_pose_ros.paths import default_catalogue_dir
 
     catalogue = Catalogue.from_dir(default_catalogue_dir())
     out = tmp_path / "eval"

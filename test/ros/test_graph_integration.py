@@ -20,7 +20,7 @@ PROMPT = "the driller"  # with a prompt the CLIP backend always answers with the
 def test_benchmark_graph_report_equals_offline_eval(tmp_path, ros_env, clip_checkpoint, run_launcher,
                                                     assert_reports_close):
     from vfm_pose_ros.cli import main
-    from vfm_pose_ros.core.catalogue import default_catalogue_dir
+    from vfm_pose_ros.paths import default_catalogue_dir
 
     ds, bag, out = tmp_path / "ds", tmp_path / "bag", tmp_path / "graph"
     assert main(["synth", "--split", "test", "--test-frames", str(N_FRAMES), "--width", "320", "--height", "240",

@@ -9,8 +9,9 @@ import pytest
 
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not built (interfaces/)")
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir  # noqa: E402
+from vfm_pose_ros.core.catalogue import Catalogue  # noqa: E402
 from vfm_pose_ros.core.types import ObjectPose  # noqa: E402
+from vfm_pose_ros.paths import default_catalogue_dir  # noqa: E402
 from vfm_pose_ros.ros import convert  # noqa: E402
 
 pytestmark = pytest.mark.ros

@@ -164,7 +164,8 @@ def section(record: dict, name: str, log=print):
 
 
 def default_catalogue():
-    from ..core.catalogue import Catalogue, default_catalogue_dir
+    from ..core.catalogue import Catalogue
+    from ..paths import default_catalogue_dir
 
     return Catalogue.from_dir(default_catalogue_dir())
 

@@ -2,7 +2,7 @@
 
 The evaluator is timed twice: :class:`vfm_pose_ros.core.metrics.PoseEvaluator` alone (the issue's
 target: one object, a 2,000-point model, at least 500 frames/s), and the evaluator node's
-:class:`~vfm_pose_ros.ros.evaluator_node.Scorer` (stamp matching + the same metrics + the rows it keeps
+:class:`~vfm_pose_ros.data.stream_evaluation.Scorer` (stamp matching + the same metrics + the rows it keeps
 for frames.csv), which is what a replay pays per frame. The cost of ``report()`` at the end of the
 run is timed too: the evaluator node also builds it once a second for its ~/summary topic.
 """
@@ -39,7 +39,7 @@ def measure_evaluator(frames: int = 1000, points: int = 2000, objects=("driller_
     from ..core.metrics import PoseEvaluator
     from ..core.types import GroundTruthPose, ObjectPose
     from ..data.scenes import LMO_K
-    from ..ros.evaluator_node import Scorer
+    from ..data.stream_evaluation import Scorer
 
     out: dict = {"frames": frames, "points": points}
     for name in objects:

@@ -354,10 +354,11 @@ def run_bag(args, backends: list[str], checkpoints: dict[str, Path]) -> dict:
     records no poses, so the figures' predicted boxes are recomputed in this process by the same
     checkpoint on the drawn frames (the report says so).
     """
-    from ..core.catalogue import Catalogue, default_catalogue_dir
+    from ..core.catalogue import Catalogue
     from ..core.types import Frame
     from ..data.rosbag import read_bag
     from ..models import load_estimator
+    from ..paths import default_catalogue_dir
     from ..report.compare import (
         BackendResult,
         FrameRecord,

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from ..core.catalogue import default_catalogue_dir
+from ..paths import default_catalogue_dir
 
 ROUGH_EVAL_S_PER_FRAME = 1.0  # predict + eval of one VGA frame with a small model on a CPU core, roughly
 

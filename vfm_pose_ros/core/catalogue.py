@@ -412,19 +412,6 @@ class Catalogue:
         return load_catalogue(path, names=names, unit=unit)
 
 
-def default_catalogue_dir() -> Path:
-    """config/objects of this package: the source tree, or the installed share directory."""
-    here = Path(__file__).resolve().parents[2] / "config" / "objects"
-    if here.is_dir():
-        return here
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("vfm_pose_ros")) / "config" / "objects"
-    except (ImportError, LookupError):  # no ament index (pip install -e, no ROS): the source tree
-        return here
-
-
 _MOVED_TO_BOP_MODELS = ("LINEMOD_NAMES", "CATALOGUE_JSON", "bop_object_name", "object_metadata", "looks_like_linemod",
                         "find_models_info", "read_name_mapping", "load_bop_models")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalogue import Catalogue, ObjectModel, default_catalogue_dir, load_mesh
+from ..paths import default_catalogue_dir
+from .catalogue import Catalogue, ObjectModel, load_mesh
 
 MESH_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb", ".gltf")
 UNITS = ("m", "mm")

@@ -262,7 +262,7 @@ def write_object(obj: ProceduralObject, out_dir, mesh_name: str | None = None) -
 def write_default_objects(out_dir=None, names=OBJECT_NAMES, faces: int | None = None) -> list[Path]:
     """(Re)generate the default objects deterministically into out_dir (default: the package's config/objects)."""
     if out_dir is None:
-        from ..core.catalogue import default_catalogue_dir
+        from ..paths import default_catalogue_dir
 
         out_dir = default_catalogue_dir()
     return [write_object(make_object(n, faces), out_dir) for n in names]

@@ -41,8 +41,8 @@ from .clip_data import (
 )
 from .clip_net import ClipPoseNet, get_tokenizer, towers_stored
 from .estimator import DEPTH_STAGE_DEFAULTS, depth_support
-from .text_encoder import ClipTextEncoder, default_sentence_encoder
 from .estimator import Estimator as BaseEstimator
+from .text_encoder import ClipTextEncoder, default_sentence_encoder
 
 BACKEND = "clip"
 

@@ -46,6 +46,7 @@ poses, which ADD-S and MSSD score correctly.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -347,7 +348,7 @@ class PoseNet(nn.Module):
     # -- forward -----------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Patch features (B, C, H/14, W/14) from the chosen blocks, each with the final norm."""
-        ctx = torch.no_grad() if self.backbone_frozen else _nullcontext()
+        ctx = torch.no_grad() if self.backbone_frozen else contextlib.nullcontext()
         with ctx:
             feats = self.backbone.forward_intermediates(
                 x, indices=self.feature_layers, norm=True, output_fmt="NCHW", intermediates_only=True,
@@ -390,14 +391,6 @@ class PoseNet(nn.Module):
             fg = label > 0
             fg_acc = (pred[fg] == label[fg]).float().mean().item() if fg.any() else float("nan")
         return loss, {"loss": loss.item(), "seg": seg_loss.item(), "vote": vote_loss.item(), "fg_acc": fg_acc}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def build_net(config: dict, catalogue: Catalogue) -> PoseNet:

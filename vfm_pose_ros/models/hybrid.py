@@ -169,7 +169,7 @@ def resolve_checkpoint(value, base: Path | None, backend: str) -> Path:
         if c.is_file():
             return c
     if not p.is_absolute():
-        from ..ros.env import find_package_file  # a path helper only (no rclpy): where the package's files lie
+        from ..paths import find_package_file
 
         rel = p if p.parts[:1] == ("models",) else Path("models") / p
         try:

@@ -1,5 +1,7 @@
 """ROS 2 environment set-up shared by the nodes, the tests and the `vfm-pose` command (no rclpy import).
 
+Package file lookup lives in :mod:`vfm_pose_ros.paths` (every layer needs it) and is re-exported here.
+
 Call :func:`configure_ros_env` before ``rclpy.init()``: DDS reads these variables when the first
 participant is created. Variables the user set are left alone, so a robot's own DDS configuration wins.
 """
@@ -9,45 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-PACKAGE_NAME = "vfm_pose_ros"
+from ..paths import PACKAGE_NAME, find_package_file, package_share_dir  # noqa: F401 - re-exported
+
 FASTDDS_PROFILE = "config/fastdds.xml"
-
-# Source tree (or editable install) root: vfm_pose_ros/ros/env.py -> parents[2].
-_SOURCE_ROOT = Path(__file__).resolve().parents[2]
-
-
-def package_share_dir() -> Path | None:
-    """The package's ament share directory (colcon or apt install), or None when the ament index
-    does not know the package (``pip install -e .`` installs no data_files)."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-    except ImportError:
-        return None
-    try:
-        return Path(get_package_share_directory(PACKAGE_NAME))
-    except (PackageNotFoundError, ValueError, OSError):  # OSError: AMENT_PREFIX_PATH unset
-        return None
-
-
-def find_package_file(relpath: str | os.PathLike) -> Path:
-    """Locate a data file of the package (``launch/pose.launch.py``, ``config/fastdds.xml``, ...).
-
-    Looks in the source tree first (running from a clone or an editable install), then in the ament
-    share directory (colcon or apt install). Raises FileNotFoundError naming every place searched.
-    """
-    rel = Path(relpath)
-    candidates = [_SOURCE_ROOT / rel]
-    share = package_share_dir()
-    if share is not None:
-        candidates.append(share / rel)
-    for path in candidates:
-        if path.exists():
-            return path
-    searched = ", ".join(str(p) for p in candidates)
-    raise FileNotFoundError(
-        f"{rel} not found (searched: {searched}). Run from a clone of the repository, or build and "
-        f"source the package with colcon (`colcon build && source install/setup.bash`)."
-    )
 
 
 def configure_ros_env(domain_id: int | None = None) -> dict[str, str]:
