@@ -48,8 +48,9 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
     """Autocast dtype for a precision setting, or None for plain fp32.
 
     'auto': fp16 on CUDA, fp32 on the CPU (bf16 autocast on the CPU is faster on
-    some CPUs and slower on others: opt in with 'bf16'). 'fp16' on the CPU falls
-    back to bf16 (CPU autocast has no fast fp16 path).
+    some CPUs and slower on others: opt in with 'bf16'). 'fp16' is float16 on every
+    device: CPU autocast runs it too (slowly), so the half-precision path CUDA takes
+    is testable without a GPU.
     """
     p = (precision or "auto").lower()
     if p == "auto":
@@ -59,7 +60,7 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
     if p in ("bf16", "bfloat16"):
         return torch.bfloat16
     if p in ("fp16", "float16", "half"):
-        return torch.float16 if device.type == "cuda" else torch.bfloat16
+        return torch.float16
     raise ValueError(f"precision must be auto, fp32, fp16 or bf16; got {precision!r}")
 
 
