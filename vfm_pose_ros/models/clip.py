@@ -79,6 +79,7 @@ DEFAULT_CONFIG: dict = {
     "min_score": 0.5,  # without a prompt: report objects whose presence score reaches this
     "grasp_select": "auto",  # head | text | auto (text similarity when the text tower has pretrained weights)
     "precision": "auto",
+    "compile_backbone": False,  # torch.compile the vision tower (scripts/gpu_check.sh measures whether it helps)
     "text_cache_size": 256,
 }
 
@@ -139,6 +140,7 @@ class Estimator(BaseEstimator):
         if list(self.catalogue.names) != list(net.object_names):
             raise ValueError(f"catalogue objects {self.catalogue.names} differ from the network's {net.object_names}")
         self.net = net.to(self.device).eval()
+        self.compile_backbone("encode_image")
         self.tokenizer = get_tokenizer(net.config)
         self.size = net.image_size
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()

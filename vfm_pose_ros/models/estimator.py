@@ -128,6 +128,12 @@ class Estimator(abc.ABC):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
+    def compile_backbone(self, method: str) -> None:
+        """With config ``compile_backbone: true``, replace ``self.net.<method>`` (the backbone call) by its
+        torch.compile'd form: one-time compile cost for a faster backbone on CUDA (scripts/gpu_check.sh A/B)."""
+        if self.config.get("compile_backbone", False):
+            setattr(self.net, method, torch.compile(getattr(self.net, method), dynamic=True))
+
     def timer(self) -> StageTimer:
         return StageTimer(self.device)
 
