@@ -14,6 +14,8 @@ import argparse
 import importlib
 import sys
 
+from .models.backbones import WeightsUnavailable
+
 # subcommand -> module under vfm_pose_ros.commands (each defines add_arguments(parser) and run(args) -> int)
 COMMANDS = {
     "doctor": "doctor",
@@ -49,7 +51,8 @@ HELP = {
 
 # What a user gets wrong (files, checkpoints, values): one line and status 2, not a traceback. A checkpoint
 # error (models.checkpoint.CheckpointError) and a corrupt file's error are ValueErrors; a missing one is an OSError.
-USER_ERRORS = (OSError, ValueError, KeyError, EOFError)
+# WeightsUnavailable: a backbone weights file that is missing, offline, or not the file the config names.
+USER_ERRORS = (OSError, ValueError, KeyError, EOFError, WeightsUnavailable)
 USER_ERROR_STATUS = 2
 
 

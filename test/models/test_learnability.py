@@ -12,6 +12,7 @@ from the network's own detection, never exactly the training crops.
 """
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -27,6 +28,7 @@ from vfm_pose_ros.paths import default_catalogue_dir
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 N_FRAMES = 4  # 8 instances of the two default objects
+DEVICE = os.environ.get("VFM_TEST_DEVICE", "cpu")  # scripts/gpu_check.sh runs this test with cuda
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def _train(backend: str, cfg: dict, scenes, tmp_path, steps: int, lr: float):
     out = tmp_path / f"{backend}.pt"
     # the frames repeated: 16 passes make one epoch, so the per-epoch checkpoint is not written every step
     fit(backend, cfg, frames * 16, None, cat, out, epochs=10_000, lr=lr, batch_size=8, max_steps=steps,
-        progress=False, seed=0)
+        progress=False, seed=0, device=DEVICE)
     return out
 
 
@@ -69,7 +71,7 @@ def test_dinov2_fits_its_frames_through_the_inference_path(scenes, tmp_path):
            "aug": {"color": 0.0, "blur": 0.0, "noise": 0.0, "occluders": 0.0},
            "train_margin_range": [1.1, 1.6], "train_shift": 0.1}
     ckpt = _train("dinov2", cfg, scenes, tmp_path, steps=1000, lr=3e-3)
-    est = dinov2.Estimator.from_checkpoint(ckpt, device="cpu", use_depth=False)
+    est = dinov2.Estimator.from_checkpoint(ckpt, device=DEVICE, use_depth=False)
     rep = _score(est, scenes)["overall"]
     assert rep["n_predicted"] == rep["n_gt"] == 2 * N_FRAMES, rep
     assert rep["add_s_01d_acc"] >= 0.75, rep  # chance is 0
@@ -87,7 +89,7 @@ def test_clip_fits_its_frames_through_the_inference_path(scenes, tmp_path, monke
                               "negative_prob": 0.0, "context_prob": 0.0, "part_prompt_prob": 0.0}, small=True)
     two = (scenes[0], scenes[1][:2])  # 4 instances: 1,500 steps do not fit the rotations of 8
     ckpt = _train("clip", cfg, two, tmp_path, steps=1500, lr=2e-3)
-    est = clip.Estimator.from_checkpoint(ckpt, device="cpu", use_depth=False)
+    est = clip.Estimator.from_checkpoint(ckpt, device=DEVICE, use_depth=False)
     rep = _score(est, two)
     overall, drill = rep["overall"], rep["objects"]["driller_like"]
     assert overall["n_predicted"] == overall["n_gt"] == 4, overall

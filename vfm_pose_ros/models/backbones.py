@@ -100,11 +100,14 @@ def create_timm_model(name: str, weights, *, config_key: str = "weights", **kwar
     if ws.kind == "random":
         return timm.create_model(name, pretrained=False, **kwargs)
     if ws.kind == "file":
+        from .weight_files import expected_dinov2_files, one_line
+
         try:
             return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(ws.path)), **kwargs)
-        except RuntimeError as exc:  # shape / key mismatch: say which file and model disagree
+        except Exception as exc:  # noqa: BLE001  any failure reading a user's file (keys, shapes, truncation)
             raise WeightsUnavailable(
-                f"weights file {ws.path} does not fit timm model {name} with {kwargs}: {exc}"
+                f"'{config_key}': {ws.path} does not load into {name} (expected {expected_dinov2_files(name)}): "
+                f"{one_line(exc)}"
             ) from exc
     full = name if ws.tag in ("hub", "pretrained", "default") else f"{name}.{ws.tag}"
     return timm.create_model(full, pretrained=True, **kwargs)

@@ -87,6 +87,7 @@ DEFAULT_CONFIG: dict = {
     "prompt_threshold": 0.4,  # tuned on test/data/prompts/dev.yaml (MiniLM)
     "prompt_part_threshold": 0.35,
     "precision": "auto",
+    "compile_backbone": False,  # torch.compile the vision tower (scripts/gpu_check.sh measures whether it helps)
     "text_cache_size": 256,
 }
 
@@ -148,6 +149,7 @@ class Estimator(BaseEstimator):
         if list(self.catalogue.names) != list(net.object_names):
             raise ValueError(f"catalogue objects {self.catalogue.names} differ from the network's {net.object_names}")
         self.net = net.to(self.device).eval()
+        self.compile_backbone("encode_image")
         self.tokenizer = get_tokenizer(net.config)
         self.size = net.image_size
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()

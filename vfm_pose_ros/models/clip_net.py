@@ -93,14 +93,7 @@ def create_clip(config: dict):
         with _quiet_open_clip():
             return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu, **kwargs), False
     if ws.kind == "file":
-        try:
-            model = open_clip.create_model(name, pretrained=str(ws.path), force_quick_gelu=quick_gelu, **kwargs)
-        except (RuntimeError, KeyError, ValueError) as exc:  # key/shape mismatch or unreadable file
-            raise WeightsUnavailable(
-                f"weights file {ws.path} does not fit open_clip model {name} ({exc}). Check 'clip_model', "
-                f"'clip_arch' and 'quick_gelu' (true for OpenAI weights) in the config."
-            ) from exc
-        return model, True
+        return _clip_from_file(ws.path, name, quick_gelu, kwargs), True
     tag_cfg = open_clip.get_pretrained_cfg(name, ws.tag)
     if not tag_cfg:
         raise WeightsUnavailable(
@@ -116,6 +109,31 @@ def create_clip(config: dict):
             f"'weights: /path/to/open_clip_model.safetensors' in the config"
         ) from exc
     return model, True
+
+
+def _clip_from_file(path, name: str, quick_gelu: bool, kwargs: dict):
+    """open_clip's model ``name`` with the weights of a local file: open_clip's own layout (.safetensors,
+    .bin, state-dict .pt) through ``create_model``, or OpenAI's TorchScript archive (``ViT-B-32.pt``)
+    through open_clip's OpenAI loader, whose weights then go into the configured model (QuickGELU, as
+    OpenAI trained it). Any file that does not load fails with one line naming the key and the files expected.
+    """
+    import open_clip
+
+    from .weight_files import expected_clip_files, is_torchscript_archive, one_line
+
+    try:
+        if not is_torchscript_archive(path):
+            return open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick_gelu, **kwargs)
+        openai = open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
+        with _quiet_open_clip():
+            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=True, **kwargs)
+        model.load_state_dict(openai.state_dict())
+        return model
+    except Exception as exc:  # noqa: BLE001  any failure reading a user's file (keys, shapes, truncation)
+        raise WeightsUnavailable(
+            f"'weights': {path} does not load into open_clip {name} (expected {expected_clip_files(name)}; "
+            f"'clip_arch' must match the file): {one_line(exc)}"
+        ) from exc
 
 
 def get_tokenizer(config: dict):

@@ -114,6 +114,7 @@ DEFAULT_CONFIG: dict = {
     "pnp_threshold_frac": 0.04,  # RANSAC threshold: fraction of the crop side in pixels (at least 2 px)
     **_est.DEPTH_STAGE_DEFAULTS,  # use_depth, icp_*
     "max_batch": 16,
+    "compile_backbone": False,  # torch.compile the backbone (scripts/gpu_check.sh measures whether it helps)
 }
 
 SMALL_CONFIG: dict = {
@@ -619,6 +620,7 @@ class Estimator(_est.Estimator):
         cfg = {**net.config, **overrides}
         super().__init__(catalogue, device=device, precision=precision or cfg.get("precision", "auto"), config=cfg)
         self.net = net.to(self.device).eval()
+        self.compile_backbone("features")
         self.names = net.object_names
         self.keypoints = net.keypoints_3d.cpu().numpy()
         self._gen = torch.Generator().manual_seed(0)

@@ -48,8 +48,9 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
     """Autocast dtype for a precision setting, or None for plain fp32.
 
     'auto': fp16 on CUDA, fp32 on the CPU (bf16 autocast on the CPU is faster on
-    some CPUs and slower on others: opt in with 'bf16'). 'fp16' on the CPU falls
-    back to bf16 (CPU autocast has no fast fp16 path).
+    some CPUs and slower on others: opt in with 'bf16'). 'fp16' is float16 on every
+    device: CPU autocast runs it too (slowly), so the half-precision path CUDA takes
+    is testable without a GPU.
     """
     p = (precision or "auto").lower()
     if p == "auto":
@@ -59,7 +60,7 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
     if p in ("bf16", "bfloat16"):
         return torch.bfloat16
     if p in ("fp16", "float16", "half"):
-        return torch.float16 if device.type == "cuda" else torch.bfloat16
+        return torch.float16
     raise ValueError(f"precision must be auto, fp32, fp16 or bf16; got {precision!r}")
 
 
@@ -126,6 +127,12 @@ class Estimator(abc.ABC):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def compile_backbone(self, method: str) -> None:
+        """With config ``compile_backbone: true``, replace ``self.net.<method>`` (the backbone call) by its
+        torch.compile'd form: one-time compile cost for a faster backbone on CUDA (scripts/gpu_check.sh A/B)."""
+        if self.config.get("compile_backbone", False):
+            setattr(self.net, method, torch.compile(getattr(self.net, method), dynamic=True))
 
     def timer(self) -> StageTimer:
         return StageTimer(self.device)

@@ -26,7 +26,7 @@ from torch import nn
 
 from . import backend_module
 from .checkpoint import catalogue_to_dict, dataset_hash, load_checkpoint, net_keypoints, save_checkpoint
-from .estimator import pick_device
+from .estimator import pick_device, resolve_precision
 from .sampling import EpochKeySampler, SampleKey
 
 
@@ -52,6 +52,38 @@ def _to(batch, device):
     if isinstance(batch, dict):
         return {k: _to(v, device) for k, v in batch.items()}
     return batch.to(device, non_blocking=True) if torch.is_tensor(batch) else batch
+
+
+def training_precision(precision: str | None, device: torch.device):
+    """(autocast context, GradScaler or None) for training steps at the config's ``precision``.
+
+    'auto' keeps bf16 autocast on CUDA and fp32 on the CPU; 'bf16' / 'fp16' / 'fp32' apply on either
+    device (CPU autocast runs float16 too, which is how the half-precision path is tested without a GPU).
+    float16 gets a GradScaler: its narrow range flushes small gradients to zero, bf16's does not.
+    """
+    if (precision or "auto").lower() == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" else None
+    else:
+        dtype = resolve_precision(precision, device)
+    if dtype is None:
+        return contextlib.nullcontext(), None
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    return torch.autocast(device.type, dtype=dtype), scaler
+
+
+def optimizer_step(loss: torch.Tensor, opt, params, grad_clip: float, scaler=None) -> None:
+    """Backward, gradient clipping and the optimiser step (through the GradScaler when training in float16)."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(opt)  # skipped when a gradient overflowed; the scale then shrinks
+    scaler.update()
 
 
 def resume_path(out: Path) -> Path:
@@ -275,7 +307,7 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
         model = nn.parallel.DistributedDataParallel(_LossModule(net), device_ids=[dev.index] if dev.type == "cuda"
                                                     else None)
     loss_fn = model if world > 1 else _LossModule(net)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    amp, scaler = training_precision(cfg.get("precision"), dev)
 
     def stop_now() -> bool:
         done = ((time_budget_s is not None and trained_s >= time_budget_s)
@@ -307,10 +339,7 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
             batch = _to(batch, dev)
             with amp:
                 loss, logs = loss_fn(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, float(cfg.get("grad_clip", 5.0)))
-            opt.step()
+            optimizer_step(loss, opt, params, float(cfg.get("grad_clip", 5.0)), scaler)
             step += 1
             now = time.perf_counter()
             trained_s += now - t_prev
