@@ -31,9 +31,10 @@ TINY = {  # --smoke: the same code paths at a size a CPU runs in seconds
 
 
 def frames_for(n: int, seed: int = 0):
-    from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+    from vfm_pose_ros.core.catalogue import Catalogue
     from vfm_pose_ros.core.types import Frame
     from vfm_pose_ros.data.scenes import SceneConfig, SceneGenerator
+    from vfm_pose_ros.paths import default_catalogue_dir
 
     cat = Catalogue.from_dir(default_catalogue_dir())
     gen = SceneGenerator(list(cat), SceneConfig(distractors=0, min_visib_fract=0.5), seed=seed)

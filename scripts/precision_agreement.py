@@ -20,10 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir  # noqa: E402
+from vfm_pose_ros.core.catalogue import Catalogue  # noqa: E402
 from vfm_pose_ros.core.metrics import add_s, symmetry_transformations  # noqa: E402
 from vfm_pose_ros.core.transforms import rotation_angle_deg  # noqa: E402
 from vfm_pose_ros.core.types import Frame  # noqa: E402
+from vfm_pose_ros.paths import default_catalogue_dir  # noqa: E402
 
 HALF = ("bf16", "fp16")
 SYM_STEP = 0.0005  # metres of surface motion per step of a continuous symmetry: well under 0.5 degrees

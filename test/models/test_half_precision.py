@@ -16,10 +16,11 @@ import torch
 
 from vfm_pose_ros.core import icp as icp_mod
 from vfm_pose_ros.core import tracking as tracking_mod
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.core.types import Frame, ObjectPose
 from vfm_pose_ros.models import clip, dinov2, training
 from vfm_pose_ros.models.training import fit
+from vfm_pose_ros.paths import default_catalogue_dir
 
 HALF = ["fp16", "bf16"]
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}

@@ -17,10 +17,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
+from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.models import clip, dinov2
 from vfm_pose_ros.models import weight_files as wf
 from vfm_pose_ros.models.backbones import WeightsUnavailable
+from vfm_pose_ros.paths import default_catalogue_dir
 
 DEPTH = 2  # blocks in the stand-ins (and the configs that load them); names and per-block shapes are ViT-B's
 

@@ -67,7 +67,9 @@ def training_precision(precision: str | None, device: torch.device):
         dtype = resolve_precision(precision, device)
     if dtype is None:
         return contextlib.nullcontext(), None
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    # init_scale 2**10, not torch's 2**16: these losses sum several heads, and at 2**16 the first steps' gradients
+    # overflow float16 and are skipped until the scale has halved six times
+    scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 10) if dtype == torch.float16 else None
     return torch.autocast(device.type, dtype=dtype), scaler
 
 
