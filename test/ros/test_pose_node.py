@@ -229,7 +229,7 @@ def test_missing_checkpoint_exits_with_a_clear_message(spawn_python, tmp_path):
 def test_select_poses_never_passes_invalid_poses_and_withholds_low_scores():
     from vfm_pose_ros.core.catalogue import Catalogue, default_catalogue_dir
     from vfm_pose_ros.core.types import ObjectPose
-    from vfm_pose_ros.ros.pose_node import select_poses
+    from vfm_pose_ros.pipeline import select_poses
 
     cat = Catalogue.from_dir(default_catalogue_dir())
     t = np.array([0.0, 0.0, 0.8])
