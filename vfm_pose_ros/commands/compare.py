@@ -140,11 +140,11 @@ def run_dataset(args, backends: list[str], checkpoints: dict[str, Path]) -> dict
     from ..data.bop import BopDataset, BopResult, read_results_csv, save_json, write_results_csv
     from ..data.evaluation import evaluate, make_evaluator, resolve_catalogue, vsd_delta_for
     from ..models import load_estimator
+    from ..pipeline import CameraFrame, FramePipeline, PipelineSettings
     from ..report.compare import (
         BackendResult,
         FrameRecord,
         estimator_keypoints,
-        frame_stage_timings,
         latency_summary,
         pick_figure_frames,
         rename_gts,
@@ -159,34 +159,38 @@ def run_dataset(args, backends: list[str], checkpoints: dict[str, Path]) -> dict
     if not keys:
         raise CompareError(f"no frames to compare in {dataset.split_dir} (check --split, --targets, --max-frames)")
 
-    estimators = {}
+    estimators, pipelines = {}, {}
+    # the pose node's per-frame path; every valid pose kept unless --score-threshold (no gates, as predict)
+    settings = PipelineSettings(score_threshold=args.score_threshold or 0.0, prompt=args.prompt or "",
+                                use_depth=not args.no_depth)
     for b in backends:
         t0 = time.perf_counter()
         estimators[b] = load_estimator(checkpoints[b], device=args.device, backend=b)
         print(f"{b}: {estimators[b]} from {checkpoints[b]} ({time.perf_counter() - t0:.1f} s)")
+        pipelines[b] = FramePipeline(estimators[b], settings=settings)
 
     fig_idx = set(pick_figure_frames(len(keys), args.figure_frames if not args.no_figures else 0))
     frames: list[FrameRecord] = []
     preds = {b: [] for b in backends}
     lat = {b: [] for b in backends}
+    stage_ms = {b: [] for b in backends}
     best_multi = -1  # index of the frame with the most objects so far (kept with its images for Figure c)
     warmed = set()
     bar = tqdm(keys, desc="compare", unit="frame", disable=args.quiet)
     for i, (sid, iid) in enumerate(bar):
         sf = dataset.frame(sid, iid)
-        frame = sf.to_frame(prompt=args.prompt)
-        if args.no_depth:
-            frame.depth = None
-        for b, est in estimators.items():
+        frame = CameraFrame.of(sf)
+        for b, pipeline in pipelines.items():
             if b not in warmed:  # first call pays lazy initialisation; keep it out of the latency
-                est.predict(frame)
+                pipeline.process(frame)
                 warmed.add(b)
             t0 = time.perf_counter()
-            poses = est.predict(frame)
+            answer = pipeline.process(frame)
             lat[b].append((time.perf_counter() - t0) * 1000.0)
-            if args.score_threshold is not None:
-                poses = [p for p in poses if p.score >= args.score_threshold]
-            preds[b].append(poses)
+            if answer.outcome == "failed":
+                raise answer.error
+            preds[b].append(answer.poses)
+            stage_ms[b].append({k: v for k, v in answer.timings_ms.items() if k != "infer"})
         gts = rename_gts(sf.gts, catalogue)
         keep = i in fig_idx
         if not args.no_figures and (best_multi < 0 or len(gts) > len(frames[best_multi].gts) or (
@@ -232,8 +236,9 @@ def run_dataset(args, backends: list[str], checkpoints: dict[str, Path]) -> dict
         settings["results_csv"] = csv_path.name
         settings["eval_command"] = (f"vfm-pose eval --dataset {args.dataset} --split {args.split} "
                                     f"--targets {out / TARGETS_JSON} --results {csv_path}")
-        latency = latency_summary(lat[b], None, [frame_stage_timings(p) for p in preds[b]],
-                                  how="in-process Estimator.predict wall-clock per frame, after one warm-up frame")
+        latency = latency_summary(lat[b], None, stage_ms[b],
+                                  how="in-process FramePipeline.process (the pose node's path) wall-clock per "
+                                      "frame, after one warm-up frame")
         drawn = {i: preds[b][i] for i, fr in enumerate(frames) if fr.rgb is not None}
         results.append(BackendResult(b, report, ev.instances, latency, settings, drawn,
                                      estimator_keypoints(estimators[b])))
