@@ -91,6 +91,13 @@ class FrameResult:
         self.count(key)
         self.warnings.append((key, message))
 
+    def fail(self, error: Exception) -> FrameResult:
+        """This frame failed (the estimator raised): no poses, counted as ``failed``; counters so far kept."""
+        self.poses, self.reason = [], f"inference failed: {type(error).__name__}: {error}"
+        self.outcome, self.error = "failed", error
+        self.count("failed")
+        return self
+
 
 class FramePipeline:
     """Validation, stamp order, tracker or estimator, selection: see the module docstring.
@@ -136,13 +143,10 @@ class FramePipeline:
         t1 = time.perf_counter()
         try:
             raw = self._estimate(frame, result)
-        except Exception as exc:  # the estimator failed on this frame: an empty answer, counted
-            result.reason = f"inference failed: {type(exc).__name__}: {exc}"
-            result.outcome, result.error = "failed", exc
-            result.count("failed")
-            return result
-        t2 = time.perf_counter()
-        self._select(raw, frame, settings, result)
+            t2 = time.perf_counter()
+            self._select(raw, frame, settings, result)
+        except Exception as exc:  # the estimator (or a gate) failed on this frame: an empty answer, counted
+            return result.fail(exc)
         result.count("frames_inferred")
         result.timings_ms.update(getattr(raw, "timings_ms", {}))  # also when nothing was found
         result.timings_ms.update(validate=(t1 - t0) * 1e3, infer=(t2 - t1) * 1e3,

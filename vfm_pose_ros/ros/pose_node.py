@@ -346,7 +346,10 @@ class PoseNode(Node):
             self.stats.last_frame_rejected = True
             self._publish(image.header, [], reason, t_recv)
             return
-        frame, result = self._run_pipeline(image, depth_msg, info)
+        try:
+            frame, result = self._run_pipeline(image, depth_msg, info)
+        except Exception as exc:  # a message no check foresaw: still one outcome and one answer
+            frame, result = None, FrameResult().fail(exc)
         self._count(result)
         self.stats.last_frame_rejected = result.outcome != "inferred"
         self._publish(image.header, result.poses, result.reason, t_recv,
@@ -357,16 +360,14 @@ class PoseNode(Node):
         stamp_ns = convert.stamp_to_ns(image.header.stamp)
         try:
             rgb = convert.image_to_rgb(image)
-            depth = None
-            if self.p["use_depth"] and depth_msg is not None:
-                try:
-                    depth = convert.image_to_depth(depth_msg)
-                except convert.ImageConversionError as exc:
-                    raise InvalidInput(exc.reason, f"depth image: {exc}") from None
         except convert.ImageConversionError as exc:
             return None, self.pipeline.refused(InvalidInput(exc.reason, f"colour image: {exc}"), stamp_ns)
-        except InvalidInput as exc:
-            return None, self.pipeline.refused(exc, stamp_ns)
+        depth = None
+        if self.p["use_depth"] and depth_msg is not None:
+            try:
+                depth = convert.image_to_depth(depth_msg)
+            except convert.ImageConversionError as exc:
+                return None, self.pipeline.refused(InvalidInput(exc.reason, f"depth image: {exc}"), stamp_ns)
         K, size = convert.camera_info_to_K(info)
         frame = CameraFrame(rgb=rgb, K=K, depth=depth, stamp_ns=stamp_ns, frame_id=image.header.frame_id,
                             camera_size=size)
