@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     from vfm_pose_ros.data.bop import BopDataset
     from vfm_pose_ros.data.rosbag import OPTICAL_ROTATION_XYZW
     from vfm_pose_ros.paths import default_catalogue_dir
+    from vfm_pose_ros.pipeline import CameraFrame, FramePipeline, PipelineSettings
     from vfm_pose_ros.ros import convert
-    from vfm_pose_ros.ros.pose_node import select_poses
 
     catalogue = Catalogue.from_dir(default_catalogue_dir())
     frame = list(BopDataset(args.dataset, split=args.split, catalogue=catalogue))[args.index]
@@ -61,7 +61,8 @@ def main(argv=None) -> int:
         from vfm_pose_ros.models import load_estimator
 
         est = load_estimator(args.checkpoint, device="cpu")
-        poses = select_poses(est.predict(frame.to_frame(prompt=args.prompt)), catalogue, 0.0).poses
+        pipeline = FramePipeline(est, catalogue, PipelineSettings(prompt=args.prompt or ""))
+        poses = pipeline.process(CameraFrame.of(frame)).poses
         source = f"estimator {Path(args.checkpoint).name}"
     else:
         poses = [ObjectPose(g.name, g.R, g.t, score=1.0) for g in frame.gts]

@@ -79,7 +79,7 @@ def test_an_implausible_projected_size_is_withheld():
 
 
 def test_select_poses_withholds_implausible_poses_by_gate():
-    from vfm_pose_ros.ros.pose_node import select_poses
+    from vfm_pose_ros.pipeline import select_poses
 
     depth = np.full(SIZE[::-1], 0.8, np.float32)
     gate = (lambda p: check_pose(p.R, p.t, CAT[p.name], K, SIZE, depth))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vfm_pose_ros.core.metrics import add, adi
-from vfm_pose_ros.core.types import Frame, ObjectPose
+from vfm_pose_ros.core.types import Frame, ObjectPose, Prediction
 from vfm_pose_ros.models import clip, dinov2, hybrid, load_estimator
 from vfm_pose_ros.models.checkpoint import CheckpointError, save_checkpoint
 
@@ -102,7 +102,7 @@ def test_real_stack_runs(checkpoints, scene):
     for prompt in ("the driller", None):
         out = est.predict(Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth, prompt=prompt))
         assert all(isinstance(p, hybrid.HybridPose) and p.stage in ("dinov2", "clip") for p in out)
-        assert {"clip_total", "total"} <= set(est.last_timings_ms)
+        assert {"clip_total", "total"} <= set(out.timings_ms)
         if prompt:
             assert len(out) <= 1
 
@@ -126,9 +126,10 @@ class FakeClip:
                 names = [n for n in self.boxes if n.split("_")[0] in f.prompt]
             else:
                 names = list(self.boxes)
-            out.append([ObjectPose(name=n, R=np.eye(3), t=np.array([0.0, 0.0, 1.5]), score=self.score,
-                                   grasp_frame=self.grasps.get(n), box_2d=np.asarray(
-                                       f.boxes_2d[n] if f.boxes_2d else self.boxes[n], float)) for n in names])
+            out.append(Prediction([ObjectPose(name=n, R=np.eye(3), t=np.array([0.0, 0.0, 1.5]), score=self.score,
+                                              grasp_frame=self.grasps.get(n), box_2d=np.asarray(
+                                                  f.boxes_2d[n] if f.boxes_2d else self.boxes[n], float))
+                                   for n in names]))
         return out
 
 

@@ -230,7 +230,7 @@ def test_select_poses_never_passes_invalid_poses_and_withholds_low_scores():
     from vfm_pose_ros.core.catalogue import Catalogue
     from vfm_pose_ros.core.types import ObjectPose
     from vfm_pose_ros.paths import default_catalogue_dir
-    from vfm_pose_ros.ros.pose_node import select_poses
+    from vfm_pose_ros.pipeline import select_poses
 
     cat = Catalogue.from_dir(default_catalogue_dir())
     t = np.array([0.0, 0.0, 0.8])

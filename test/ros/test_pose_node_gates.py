@@ -27,7 +27,6 @@ class StubEstimator:
     def __init__(self):
         self.catalogue = Catalogue.from_dir(default_catalogue_dir())
         self.poses = []
-        self.last_timings_ms = {}
 
     def predict(self, frame):
         return list(self.poses)

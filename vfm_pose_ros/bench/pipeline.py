@@ -3,8 +3,9 @@
 One call of :func:`measure_variant` times, for one estimator and each precision:
 
 * ``convert``: Image/CameraInfo messages -> numpy (vfm_pose_ros.ros.convert, as the pose node does),
-* ``validate``: core.validation.validate_frame (the node's input checks),
-* the estimator's own stages from ``timings_ms`` (preprocess, backbone, head, pnp, icp, text),
+* the pose node's :class:`vfm_pose_ros.pipeline.FramePipeline`, built from its default parameters:
+  ``validate`` (input checks, stamp order), the estimator's own stages from ``Prediction.timings_ms``
+  (preprocess, backbone, head, pnp, icp, text), ``select`` (validity, threshold, gates, numbering),
 * ``messages``: Detection3DArray + TF + MarkerArray building (convert.py),
 * ``publish``: rclpy publish() of those three messages to a matched subscriber,
 
@@ -23,8 +24,8 @@ import numpy as np
 
 from .common import PROMPT, gt_poses, summarize, time_calls, to_frame
 
-STAGE_ORDER = ("convert", "validate", "preprocess", "text", "backbone", "head", "pnp", "icp", "other", "messages",
-               "publish")
+STAGE_ORDER = ("convert", "validate", "preprocess", "text", "backbone", "head", "pnp", "icp", "other", "select",
+               "messages", "publish")
 
 
 @dataclass
@@ -221,32 +222,73 @@ class MessageIO:
 # ------------------------------------------------------------------------------------------- one estimator
 
 
-def _timings(est, poses) -> dict:
-    t = getattr(est, "last_timings_ms", None)
-    if t:
-        return dict(t)
-    for p in poses:
-        if p.timings_ms:
-            return dict(p.timings_ms)
-    return {}
+def node_pipeline(est, prompt: str | None):
+    """The FramePipeline the pose node would build with its default parameters (config/pose.yaml), tracking
+    off, depth on, and ``prompt``."""
+    from ..pipeline import FramePipeline
+    from ..ros.graph import load_pose_defaults
+
+    params = {**load_pose_defaults(), "prompt": prompt or "", "use_depth": True, "tracking_enabled": False}
+    return FramePipeline.from_params(est, params)
+
+
+def _decode(io: MessageIO, i: int, stamp_ns: int):
+    """A CameraFrame from frame ``i``'s messages, as the pose node decodes them."""
+    from ..pipeline import CameraFrame
+
+    c = io.convert
+    image_msg, depth_msg, info_msg = io.inputs[i]
+    K, size = c.camera_info_to_K(info_msg)
+    return CameraFrame(rgb=c.image_to_rgb(image_msg), K=K, depth=c.image_to_depth(depth_msg), stamp_ns=stamp_ns,
+                       frame_id=image_msg.header.frame_id, camera_size=size)
+
+
+def _publish(io: MessageIO, catalogue, poses, row: dict) -> None:
+    """Build and publish the node's three messages, timed into ``row`` (messages, publish)."""
+    c = io.convert
+    t0 = time.perf_counter()
+    det = c.poses_to_detection_array(poses, catalogue, io.header)
+    tfs = c.pose_transforms(poses, catalogue, io.header)
+    markers = c.pose_markers(poses, catalogue, io.header)
+    t1 = time.perf_counter()
+    io.pubs["detections"].publish(det)
+    io.pubs["tf"].publish(io.TFMessage(transforms=tfs))
+    io.pubs["markers"].publish(markers)
+    row["messages"], row["publish"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+
+
+def _stage_row(result) -> dict:
+    """One frame's stages from a FrameResult: the pipeline's validate and select, the estimator's own stages,
+    ``predict`` (the estimator call) and ``other`` (its time outside the stages it names)."""
+    t = result.timings_ms
+    if result.outcome != "inferred":
+        raise RuntimeError(f"the benchmark frame was not inferred: {result.reason}")
+    own = {k: float(v) for k, v in t.items() if k not in ("total", "infer")}
+    row = {**own, "predict": float(t["infer"])}
+    named = sum(v for k, v in own.items() if k not in ("validate", "select"))
+    row["other"] = max(0.0, row["predict"] - named)
+    return row
 
 
 def measure_pipeline(est, sfs, catalogue, repeats: int, warmup: int, io: MessageIO | None = None,
                      prompt: str | None = PROMPT, boxes: bool = False, progress: bool = True,
                      interleave_backbone: bool = True) -> dict:
-    """Per-stage medians (ms) over ``repeats`` frames of the whole path around one estimator, taking the scene
-    frames ``sfs`` in turn (the ones the ROS section sends: how often the depth stage needs its global search
-    depends on the frame); with ``interleave_backbone`` each frame is followed by one call of the backbone
-    alone (BackboneProbe)."""
-    from ..core.validation import validate_frame
+    """Per-stage medians (ms) over ``repeats`` frames of the pose node's path around one estimator (message
+    decoding, then the node's FramePipeline, then message building and publishing), taking the scene frames
+    ``sfs`` in turn (the ones the ROS section sends: how often the depth stage needs its global search depends
+    on the frame); with ``interleave_backbone`` each frame is followed by one call of the backbone alone
+    (BackboneProbe). Messages are built from the ground-truth poses, so their cost does not depend on what a
+    random-weight network finds."""
+    from ..pipeline import CameraFrame
 
     probe = BackboneProbe(est) if interleave_backbone else None
     counter = ImageCounter(backbone_parts(est)[1])
+    pipeline = node_pipeline(est, prompt)
     rows: list[dict] = []
     found: list[int] = []
     images: list[int] = []
     base_frames = [to_frame(sf, prompt=prompt, boxes=boxes) for sf in sfs]
-    msg_poses_of = [gt_poses(sf) for sf in sfs]  # what message building is timed with (outside the timed span)
+    msg_poses_of = [gt_poses(sf) for sf in sfs]  # what message building is timed with
     if boxes and est.backend == "dinov2":  # dinov2 crops every boxed object: keep one box, one crop
         for f in base_frames:
             f.boxes_2d = {k: v for k, v in f.boxes_2d.items() if k.startswith("driller")}
@@ -256,44 +298,20 @@ def measure_pipeline(est, sfs, catalogue, repeats: int, warmup: int, io: Message
         total = max(0, warmup) + max(1, repeats)
         for i in tqdm(range(total), desc=f"{est.backend} {est.precision}{' box' if boxes else ''}", leave=False,
                       disable=not progress):
-            row: dict = {}
-            sf, frame, msg_poses = sfs[i % len(sfs)], base_frames[i % len(sfs)], msg_poses_of[i % len(sfs)]
+            j = i % len(sfs)
             c0, t0 = time.process_time(), time.perf_counter()
             if io is not None:
-                c = io.convert
-                image_msg, depth_msg, info_msg = io.inputs[i % len(sfs)]
-                rgb = c.image_to_rgb(image_msg)
-                depth = c.image_to_depth(depth_msg)
-                K, size = c.camera_info_to_K(info_msg)
-                t1 = time.perf_counter()
-                check = validate_frame(rgb, K, depth, camera_size=size)
-                depth = check.depth
-                t2 = time.perf_counter()
-                row["convert"], row["validate"] = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+                frame = _decode(io, j, i)
+                convert_ms = (time.perf_counter() - t0) * 1e3
             else:
-                rgb, depth, K = sf.rgb, sf.depth, sf.K
-                t2 = time.perf_counter()
-            frame.rgb, frame.depth, frame.K = rgb, depth, K
+                frame = CameraFrame(rgb=sfs[j].rgb, K=sfs[j].K, depth=sfs[j].depth, stamp_ns=i)
+            frame.boxes_2d = base_frames[j].boxes_2d
             counter.reset()
-            poses = est.predict(frame)
-            t3 = time.perf_counter()
-            row["predict"] = (t3 - t2) * 1e3
-            stage = _timings(est, poses)
-            for k, v in stage.items():
-                if k != "total":
-                    row[k] = float(v)
-            row["other"] = max(0.0, row["predict"] - sum(v for k, v in stage.items() if k != "total"))
+            result = pipeline.process(frame)
+            row = _stage_row(result)
             if io is not None:
-                c = io.convert
-                det = c.poses_to_detection_array(msg_poses, catalogue, io.header)
-                tfs = c.pose_transforms(msg_poses, catalogue, io.header)
-                markers = c.pose_markers(msg_poses, catalogue, io.header)
-                t4 = time.perf_counter()
-                io.pubs["detections"].publish(det)
-                io.pubs["tf"].publish(io.TFMessage(transforms=tfs))
-                io.pubs["markers"].publish(markers)
-                t5 = time.perf_counter()
-                row["messages"], row["publish"] = (t4 - t3) * 1e3, (t5 - t4) * 1e3
+                row["convert"] = convert_ms
+                _publish(io, catalogue, msg_poses_of[j], row)
             row["e2e"] = (time.perf_counter() - t0) * 1e3
             row["e2e_cpu"] = (time.process_time() - c0) * 1e3
             n_images = counter.n  # before the probe's own image
@@ -304,10 +322,14 @@ def measure_pipeline(est, sfs, catalogue, repeats: int, warmup: int, io: Message
                 row["ratio_cpu"] = row["e2e_cpu"] / max(row["backbone_alone_cpu"], 1e-6)
             if i >= warmup:
                 rows.append(row)
-                found.append(len(poses))
+                found.append(len(result.poses))
                 images.append(n_images)
     finally:
         counter.close()
+    return _pipeline_summary(rows, found, images, msg_poses_of, boxes, probe)
+
+
+def _pipeline_summary(rows, found, images, msg_poses_of, boxes: bool, probe) -> dict:
     keys = sorted({k for r in rows for k in r})
     detail = {k: summarize([r.get(k, 0.0) for r in rows]) for k in keys}
     special = ("predict", "e2e", "e2e_cpu", "backbone_alone", "backbone_alone_cpu", "ratio", "ratio_cpu")
@@ -323,6 +345,7 @@ def measure_pipeline(est, sfs, catalogue, repeats: int, warmup: int, io: Message
         "poses_per_frame": float(np.mean(found)) if found else 0.0,
         "message_poses": float(np.mean([len(p) for p in msg_poses_of])),
         "with_external_box": boxes,
+        "path": "ros.convert decoding + pipeline.FramePipeline (the pose node's defaults) + message building",
     }
     if probe is not None:
         out["backbone_alone_ms"] = {"side": probe.side, **detail["backbone_alone"],

@@ -137,14 +137,13 @@ def run_dataset(args, backends: list[str], checkpoints: dict[str, Path]) -> dict
     """Dataset mode: in-process estimators, BOP results CSVs, scored like `vfm-pose eval`."""
     from tqdm import tqdm
 
-    from ..data.bop import BopDataset, BopResult, read_results_csv, save_json, write_results_csv
+    from ..data.bop import BopDataset, read_results_csv, save_json, write_results_csv
     from ..data.evaluation import evaluate, make_evaluator, resolve_catalogue, vsd_delta_for
-    from ..models import load_estimator
+    from ..pipeline import CameraFrame
     from ..report.compare import (
         BackendResult,
         FrameRecord,
         estimator_keypoints,
-        frame_stage_timings,
         latency_summary,
         pick_figure_frames,
         rename_gts,
@@ -159,34 +158,19 @@ def run_dataset(args, backends: list[str], checkpoints: dict[str, Path]) -> dict
     if not keys:
         raise CompareError(f"no frames to compare in {dataset.split_dir} (check --split, --targets, --max-frames)")
 
-    estimators = {}
-    for b in backends:
-        t0 = time.perf_counter()
-        estimators[b] = load_estimator(checkpoints[b], device=args.device, backend=b)
-        print(f"{b}: {estimators[b]} from {checkpoints[b]} ({time.perf_counter() - t0:.1f} s)")
-
+    pipelines = _load_pipelines(args, backends, checkpoints)
+    estimators = {b: p.estimator for b, p in pipelines.items()}
     fig_idx = set(pick_figure_frames(len(keys), args.figure_frames if not args.no_figures else 0))
     frames: list[FrameRecord] = []
     preds = {b: [] for b in backends}
     lat = {b: [] for b in backends}
+    stage_ms = {b: [] for b in backends}
     best_multi = -1  # index of the frame with the most objects so far (kept with its images for Figure c)
     warmed = set()
     bar = tqdm(keys, desc="compare", unit="frame", disable=args.quiet)
     for i, (sid, iid) in enumerate(bar):
         sf = dataset.frame(sid, iid)
-        frame = sf.to_frame(prompt=args.prompt)
-        if args.no_depth:
-            frame.depth = None
-        for b, est in estimators.items():
-            if b not in warmed:  # first call pays lazy initialisation; keep it out of the latency
-                est.predict(frame)
-                warmed.add(b)
-            t0 = time.perf_counter()
-            poses = est.predict(frame)
-            lat[b].append((time.perf_counter() - t0) * 1000.0)
-            if args.score_threshold is not None:
-                poses = [p for p in poses if p.score >= args.score_threshold]
-            preds[b].append(poses)
+        _process_frame(pipelines, CameraFrame.of(sf), warmed, preds, lat, stage_ms)
         gts = rename_gts(sf.gts, catalogue)
         keep = i in fig_idx
         if not args.no_figures and (best_multi < 0 or len(gts) > len(frames[best_multi].gts) or (
@@ -200,30 +184,12 @@ def run_dataset(args, backends: list[str], checkpoints: dict[str, Path]) -> dict
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # The scored frames and instances, so that `vfm-pose eval --targets` sees exactly these.
-    targets = []
-    for fr in frames:
-        counts: dict[int, int] = {}
-        for g in fr.gts:
-            counts[g.obj_id] = counts.get(g.obj_id, 0) + 1
-        targets += [{"scene_id": fr.scene_id, "im_id": fr.im_id, "obj_id": o, "inst_count": n}
-                    for o, n in sorted(counts.items())]
-    save_json(out / TARGETS_JSON, targets)
+    save_json(out / TARGETS_JSON, _targets(frames))
     scored = BopDataset(args.dataset, split=args.split, targets=out / TARGETS_JSON)
 
     results = []
     for b in backends:
-        rows, unknown = [], set()
-        for fr, poses, ms in zip(frames, preds[b], lat[b]):
-            for p in poses:
-                obj = catalogue.objects.get(p.name) or estimators[b].catalogue.objects.get(p.name)
-                if obj is None:
-                    unknown.add(p.name)
-                    continue
-                rows.append(BopResult.from_pose(fr.scene_id, fr.im_id, p, obj.class_id, time=ms / 1000.0))
-        if unknown:
-            print(f"warning: {b} predicted objects the catalogue lacks (not scored): {sorted(unknown)}",
-                  file=sys.stderr)
+        rows = _result_rows(b, frames, preds[b], lat[b], catalogue, estimators[b].catalogue)
         csv_path = write_results_csv(out / f"results_{b}.csv", rows)
         ev = make_evaluator(catalogue, vsd_delta=vsd_delta_for(args.dataset))  # VSD where the frames have depth
         # Score the file as written (read back), the same call as `vfm-pose eval`.
@@ -232,8 +198,9 @@ def run_dataset(args, backends: list[str], checkpoints: dict[str, Path]) -> dict
         settings["results_csv"] = csv_path.name
         settings["eval_command"] = (f"vfm-pose eval --dataset {args.dataset} --split {args.split} "
                                     f"--targets {out / TARGETS_JSON} --results {csv_path}")
-        latency = latency_summary(lat[b], None, [frame_stage_timings(p) for p in preds[b]],
-                                  how="in-process Estimator.predict wall-clock per frame, after one warm-up frame")
+        latency = latency_summary(lat[b], None, stage_ms[b],
+                                  how="in-process FramePipeline.process (the pose node's path) wall-clock per "
+                                      "frame, after one warm-up frame")
         drawn = {i: preds[b][i] for i, fr in enumerate(frames) if fr.rgb is not None}
         results.append(BackendResult(b, report, ev.instances, latency, settings, drawn,
                                      estimator_keypoints(estimators[b])))
@@ -251,6 +218,68 @@ def run_dataset(args, backends: list[str], checkpoints: dict[str, Path]) -> dict
     }
     return write_report(out, frames, results, catalogue, settings, renderer=args.renderer,
                         figures=not args.no_figures, panel_indices=sorted(fig_idx))
+
+
+def _load_pipelines(args, backends: list[str], checkpoints: dict[str, Path]) -> dict:
+    """backend -> the pose node's FramePipeline around its estimator, keeping every valid pose unless
+    --score-threshold (no gates, as `vfm-pose predict`)."""
+    from ..models import load_estimator
+    from ..pipeline import FramePipeline, PipelineSettings
+
+    settings = PipelineSettings(score_threshold=args.score_threshold or 0.0, prompt=args.prompt or "",
+                                use_depth=not args.no_depth)
+    pipelines = {}
+    for b in backends:
+        t0 = time.perf_counter()
+        est = load_estimator(checkpoints[b], device=args.device, backend=b)
+        print(f"{b}: {est} from {checkpoints[b]} ({time.perf_counter() - t0:.1f} s)")
+        pipelines[b] = FramePipeline(est, settings=settings)
+    return pipelines
+
+
+def _process_frame(pipelines: dict, frame, warmed: set, preds: dict, lat: dict, stage_ms: dict) -> None:
+    """Every backend's pipeline on one frame: its poses, wall-clock ms and stage times appended per backend."""
+    for b, pipeline in pipelines.items():
+        if b not in warmed:  # first call pays lazy initialisation; keep it out of the latency
+            pipeline.process(frame)
+            warmed.add(b)
+        t0 = time.perf_counter()
+        answer = pipeline.process(frame)
+        lat[b].append((time.perf_counter() - t0) * 1000.0)
+        if answer.outcome == "failed":
+            raise answer.error
+        preds[b].append(answer.poses)
+        stage_ms[b].append({k: v for k, v in answer.timings_ms.items() if k != "infer"})
+
+
+def _targets(frames) -> list[dict]:
+    """The scored frames and instances, so that `vfm-pose eval --targets` sees exactly these."""
+    targets = []
+    for fr in frames:
+        counts: dict[int, int] = {}
+        for g in fr.gts:
+            counts[g.obj_id] = counts.get(g.obj_id, 0) + 1
+        targets += [{"scene_id": fr.scene_id, "im_id": fr.im_id, "obj_id": o, "inst_count": n}
+                    for o, n in sorted(counts.items())]
+    return targets
+
+
+def _result_rows(backend: str, frames, preds, lat, catalogue, own_catalogue) -> list:
+    """BOP result rows of one backend's poses; objects neither catalogue knows are left out, with a warning."""
+    from ..data.bop import BopResult
+
+    rows, unknown = [], set()
+    for fr, poses, ms in zip(frames, preds, lat):
+        for p in poses:
+            obj = catalogue.objects.get(p.name) or own_catalogue.objects.get(p.name)
+            if obj is None:
+                unknown.add(p.name)
+                continue
+            rows.append(BopResult.from_pose(fr.scene_id, fr.im_id, p, obj.class_id, time=ms / 1000.0))
+    if unknown:
+        print(f"warning: {backend} predicted objects the catalogue lacks (not scored): {sorted(unknown)}",
+              file=sys.stderr)
+    return rows
 
 
 def instances_from_rows(rows: list[dict], catalogue) -> list:

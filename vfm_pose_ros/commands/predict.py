@@ -36,6 +36,7 @@ def run(args) -> int:
 
     from ..data.bop import BopDataset, BopResult, write_results_csv
     from ..models import load_estimator
+    from ..pipeline import CameraFrame, FramePipeline, PipelineSettings
 
     kw = {"precision": args.precision} if args.precision else {}
     if args.no_depth:
@@ -47,24 +48,29 @@ def run(args) -> int:
         raise SystemExit(f"scene {args.scene} not in {args.dataset}/{args.split} (scenes: {ds.scene_ids()})")
     if args.max_frames:
         keys = keys[: args.max_frames]
-    results, stage_ms, frame_s = [], {}, []
+    # the pose node's per-frame path, keeping every valid pose (no score threshold, no gates) for BOP scoring
+    pipeline = FramePipeline(est, settings=PipelineSettings(prompt=args.prompt or "", use_depth=not args.no_depth))
+    results, stage_ms, frame_s, refused = [], {}, [], {}
     for sid, iid in tqdm(keys, desc=f"predict {est.backend}", unit="frame", disable=args.quiet):
         sf = ds.frame(sid, iid)
-        frame = sf.to_frame(prompt=args.prompt)
-        if args.no_depth:
-            frame.depth = None
         t0 = time.perf_counter()
-        poses = est.predict(frame)
+        answer = pipeline.process(CameraFrame.of(sf))
         dt = time.perf_counter() - t0
+        if answer.outcome == "failed":
+            raise answer.error
+        if answer.outcome == "rejected":
+            refused.setdefault(answer.reason, []).append((sid, iid))
+            continue
         frame_s.append(dt)
-        for p in poses:
+        for p in answer.poses:
             results.append(BopResult.from_pose(sid, iid, p, est.catalogue[p.name].class_id, time=dt))
-        if poses:
-            for k, v in poses[0].timings_ms.items():
-                stage_ms.setdefault(k, []).append(v)
+        for k, v in answer.timings_ms.items():
+            stage_ms.setdefault(k, []).append(v)
     write_results_csv(Path(args.out), results)
     n = len(frame_s)
     print(f"{est.backend}: {len(results)} poses on {n} frames -> {args.out}")
+    for reason, where in refused.items():
+        print(f"  {len(where)} frame(s) refused (first: scene {where[0][0]} image {where[0][1]}): {reason}")
     if n:
         print(f"  time per frame: mean {1000 * np.mean(frame_s):.1f} ms, median {1000 * np.median(frame_s):.1f} ms "
               f"({est.device}, precision {est.precision})")

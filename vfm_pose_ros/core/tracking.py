@@ -34,7 +34,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from .transforms import depth_to_points, project, transform_points
-from .types import Frame, ObjectPose
+from .types import Frame, ObjectPose, Prediction
 
 
 @dataclass
@@ -441,9 +441,10 @@ class PoseTracker:
         self.filter.reset()
         self._since_full = 0
 
-    def step(self, frame: Frame) -> list[ObjectPose]:
-        """Filtered poses for one frame (stamp from ``frame.stamp_ns``; the monotonic clock when it is 0). The
-        tracks restart when the prompt changes or time goes backwards."""
+    def step(self, frame: Frame) -> Prediction:
+        """Filtered poses for one frame (stamp from ``frame.stamp_ns``; the monotonic clock when it is 0), with
+        the stage times of the estimator calls it made, summed. The tracks restart when the prompt changes or
+        time goes backwards."""
         stamp = frame.stamp_ns * 1e-9 if frame.stamp_ns else time.monotonic()
         if frame.prompt != self._prompt:  # another object is asked for: the old tracks do not apply
             self.reset()
@@ -456,10 +457,17 @@ class PoseTracker:
         measured = None
         warm_failed = False
         cfg = self.config
+        timings: dict[str, float] = {}
+
+        def timed(answer):
+            for k, v in getattr(answer, "timings_ms", {}).items():
+                timings[k] = timings.get(k, 0.0) + v
+            return answer
+
         # a full estimation at least every redetect_every frames; otherwise the tracks' predictions guide this one
         previous = self.filter.predicted(stamp) if self._since_full < max(1, int(cfg.redetect_every)) - 1 else []
         if previous and cfg.warm_start and frame.depth is not None and hasattr(self.estimator, "track"):
-            measured = self.estimator.track(frame, previous, min_fitness=cfg.min_fitness)
+            measured = timed(self.estimator.track(frame, previous, min_fitness=cfg.min_fitness))
             if measured is None:
                 self.stats.fallbacks += 1
                 warm_failed = True  # the depth says the objects left their predicted poses: look everywhere
@@ -467,20 +475,20 @@ class PoseTracker:
             self.stats.tracked += 1
             self._since_full += 1
             self.last_mode = "track"
-            return self.filter.update(stamp, measured)
+            return Prediction(self.filter.update(stamp, measured), timings)
         roi = self.roi_frame(frame, previous) if cfg.roi_reuse and not warm_failed else None
         if roi is not None:
-            measured = self.estimator.predict(roi)
+            measured = timed(self.estimator.predict(roi))
         if measured:
             self.stats.roi += 1
             self._since_full += 1
             self.last_mode = "roi"
         else:  # no track, a periodic re-detection, or every tracked object lost inside its box: look everywhere
-            measured = self.estimator.predict(frame)
+            measured = timed(self.estimator.predict(frame))
             self.stats.full += 1
             self._since_full = 0
             self.last_mode = "full"
-        return self.filter.update(stamp, measured)
+        return Prediction(self.filter.update(stamp, measured), timings)
 
     def roi_frame(self, frame: Frame, previous: list[ObjectPose]) -> Frame | None:
         """``frame`` with the tracked objects' boxes as its external detections (name -> box, or Nx4 boxes for

@@ -1,6 +1,6 @@
 """The data that flows between layers: one camera frame in, object poses out.
 
-Every estimator takes a :class:`Frame` and returns a list of :class:`ObjectPose`;
+Every estimator takes a :class:`Frame` and returns a list of :class:`ObjectPose` (a :class:`Prediction`);
 nodes, the CLI and the evaluator speak only these types.
 """
 from __future__ import annotations
@@ -49,6 +49,19 @@ class ObjectPose:
         T[:3, :3] = self.R
         T[:3, 3] = self.t
         return T
+
+
+class Prediction(list):
+    """One frame's poses, with the stage times (ms) of the call that made them.
+
+    A list, so code that only wants the poses reads an estimator's answer as before; the times ride on the
+    answer rather than on the estimator because they exist also when nothing was found (no pose to carry
+    them), and an estimator shared by threads has no single "last call".
+    """
+
+    def __init__(self, poses=(), timings_ms: dict[str, float] | None = None):
+        super().__init__(poses)
+        self.timings_ms: dict[str, float] = dict(timings_ms or {})
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 
 from ..core.catalogue import Catalogue, ObjectModel
 from ..core.prompts import PromptResolver, Resolution
-from ..core.types import Frame, ObjectPose
+from ..core.types import Frame, ObjectPose, Prediction
 from .clip_data import (
     ClipPoseDataset,
     box_window,
@@ -304,10 +304,10 @@ class Estimator(BaseEstimator):
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return img > 0.5
 
-    def predict(self, frame: Frame) -> list[ObjectPose]:
+    def predict(self, frame: Frame) -> Prediction:
         return self.predict_batch([frame])[0]
 
-    def predict_batch(self, frames: Sequence[Frame]) -> list[list[ObjectPose]]:
+    def predict_batch(self, frames: Sequence[Frame]) -> list[Prediction]:
         """Poses per frame. Timings are of the whole call (per frame when called with one frame).
 
         Stages: preprocess (windows), text (prompt embeddings, cached; object and grasp choice),
@@ -319,8 +319,7 @@ class Estimator(BaseEstimator):
         with timer("total"):
             reqs = self._requests(frames)
             if not reqs:
-                self.last_timings_ms = {}
-                return results
+                return [Prediction() for _ in frames]
             with timer("text"):
                 emb = self.text_embeddings([r.prompt for r in reqs])
                 with torch.no_grad():
@@ -380,11 +379,10 @@ class Estimator(BaseEstimator):
                     pose.mask = self.object_mask(heat, A, fr.rgb.shape[:2])
                     pose.R, pose.t, pose.icp_fitness = self.refine_depth(obj.name, pose.R, pose.t, fr, pose.mask)
                     pose.score *= depth_support(pose.icp_fitness)
-        self.last_timings_ms = dict(timer.ms)
         for poses in results:
             for p in poses:
                 p.timings_ms = dict(timer.ms)
-        return results
+        return [Prediction(poses, timer.ms) for poses in results]
 
 
 def _one_box(boxes) -> np.ndarray:

@@ -60,7 +60,7 @@ from torch import nn
 from ..core.catalogue import Catalogue, ObjectModel, make_keypoints
 from ..core.pnp import solve_pnp
 from ..core.transforms import project, transform_points
-from ..core.types import Frame, ObjectPose
+from ..core.types import Frame, ObjectPose, Prediction
 from . import estimator as _est
 from .backbones import create_timm_model
 from .sampling import split_key
@@ -624,7 +624,6 @@ class Estimator(_est.Estimator):
         self.names = net.object_names
         self.keypoints = net.keypoints_3d.cpu().numpy()
         self._gen = torch.Generator().manual_seed(0)
-        self.last_timings_ms: dict[str, float] = {}  # stage times of the last call, also when nothing was found
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "auto", **overrides) -> Estimator:
@@ -729,10 +728,11 @@ class Estimator(_est.Estimator):
         return out
 
     # -- the interface -------------------------------------------------------------------------
-    def predict(self, frame: Frame) -> list[ObjectPose]:
+    def predict(self, frame: Frame) -> Prediction:
         return self.predict_batch([frame])[0]
 
-    def predict_batch(self, frames) -> list[list[ObjectPose]]:
+    def predict_batch(self, frames) -> list[Prediction]:
+        """Poses per frame; each frame's timings hold the batch's shared stages and its own pnp and icp."""
         import cv2
 
         frames = list(frames)
@@ -753,8 +753,8 @@ class Estimator(_est.Estimator):
                         jobs.append((fi, name, A, np.asarray(box, float), score, side, len(found) > 1))
         results: list[list[ObjectPose]] = [[] for _ in frames]
         if not jobs:
-            self.last_timings_ms = {**timer.ms, "total": (time.perf_counter() - t_start) * 1e3}
-            return results
+            timings = {**timer.ms, "total": (time.perf_counter() - t_start) * 1e3}
+            return [Prediction(timings_ms=timings) for _ in frames]
         res = self._run(crops, timer, [j[2] for j in jobs], [frames[j[0]] for j in jobs])
         grid_np = out_grid(S)
         grid = torch.from_numpy(grid_np).float()
@@ -816,17 +816,14 @@ class Estimator(_est.Estimator):
                 name=name, R=R, t=t, score=score, keypoints_2d=kp_img, box_2d=np.asarray(box, float),
                 mask=mask_img, icp_fitness=fitness,
             ))
-        results = [self.number_instances(poses) for poses in results]
-        self.last_timings_ms = {**timer.ms, "pnp": sum(per_frame_pnp), "icp": sum(per_frame_icp),
-                                "total": (time.perf_counter() - t_start) * 1e3}
+        predictions = []
         for fi, poses in enumerate(results):
-            timings = dict(timer.ms)
-            timings["pnp"] = per_frame_pnp[fi]
-            timings["icp"] = per_frame_icp[fi]
-            timings["total"] = (time.perf_counter() - t_start) * 1e3
+            timings = {**timer.ms, "pnp": per_frame_pnp[fi], "icp": per_frame_icp[fi],
+                       "total": (time.perf_counter() - t_start) * 1e3}
             for p in poses:
                 p.timings_ms = dict(timings)
-        return results
+            predictions.append(Prediction(self.number_instances(poses), timings))
+        return predictions
 
     def number_instances(self, poses: list[ObjectPose]) -> list[ObjectPose]:
         """Drop duplicate instances (centres within ``instance_nms`` diameters of a better-scoring one: an
@@ -848,7 +845,7 @@ class Estimator(_est.Estimator):
         return sorted(kept, key=lambda p: (order.get(p.name, len(order)), p.instance))
 
     def track(self, frame: Frame, previous: list[ObjectPose], min_fitness: float | None = None
-              ) -> list[ObjectPose] | None:
+              ) -> Prediction | None:
         """Tracking mode: each previous (or predicted) pose refined by ICP against this frame's depth, from that
         pose, skipping detection, keypoints and PnP. Returns None (run :meth:`predict`) when there is no depth,
         no previous pose, or some object's fit falls below ``min_fitness`` (the share of its camera-facing
@@ -877,10 +874,10 @@ class Estimator(_est.Estimator):
             out.append(dataclasses.replace(p, R=res.R, t=res.t, icp_fitness=res.fitness, box_2d=box,
                                            keypoints_2d=None, mask=None, timings_ms={"icp": icp_ms}))
         total = (time.perf_counter() - t_start) * 1e3
+        timings = {"icp": sum(q.timings_ms["icp"] for q in out), "total": total}
         for p in out:
-            p.timings_ms = {"icp": sum(q.timings_ms["icp"] for q in out), "total": total}
-        self.last_timings_ms = dict(out[0].timings_ms) if out else {"total": total}
-        return out
+            p.timings_ms = dict(timings)
+        return Prediction(out, timings)
 
     @staticmethod
     def _image_mask(seg: torch.Tensor, ci: int, A, side: float, shape) -> np.ndarray:

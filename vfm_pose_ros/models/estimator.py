@@ -3,7 +3,7 @@
 Nodes, the CLI and the evaluator only see this class, so backends are swappable.
 It also holds what all backends share at inference time: the catalogue, the torch
 device and the numeric precision (fp16 autocast on CUDA, optional bf16 autocast on
-the CPU), and a small stage timer that fills ``ObjectPose.timings_ms``.
+the CPU), and a small stage timer that fills ``Prediction.timings_ms``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..core.catalogue import Catalogue
-from ..core.types import Frame, ObjectPose
+from ..core.types import Frame, Prediction
 
 # The depth stage's config keys (Estimator.refine_depth), shared by every backend's DEFAULT_CONFIG.
 DEPTH_STAGE_DEFAULTS: dict = {
@@ -30,7 +30,7 @@ DEPTH_STAGE_DEFAULTS: dict = {
     "icp_threads": 0,  # threads for the ICP starts and KD-tree look-ups; 0: the cores this process may use (<= 8)
 }
 
-# Stage names backends use in ObjectPose.timings_ms (the bench command reads these).
+# Stage names backends use in Prediction.timings_ms and ObjectPose.timings_ms (the bench command reads these).
 STAGES = ("preprocess", "backbone", "head", "pnp", "icp", "total")
 
 
@@ -106,8 +106,6 @@ class Estimator(abc.ABC):
         self.amp_dtype = resolve_precision(precision, self.device)
         self.config = dict(config or {})
         self._surfaces: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        # stage times of the latest call, also when it found nothing (ObjectPose.timings_ms needs a pose)
-        self.last_timings_ms: dict[str, float] = {}
 
     @classmethod
     @abc.abstractmethod
@@ -115,10 +113,11 @@ class Estimator(abc.ABC):
         """Build the estimator from a checkpoint written by models.checkpoint.save_checkpoint."""
 
     @abc.abstractmethod
-    def predict(self, frame: Frame) -> list[ObjectPose]:
-        """Poses of the catalogue objects found in one frame (metres, object -> camera)."""
+    def predict(self, frame: Frame) -> Prediction:
+        """Poses of the catalogue objects found in one frame (metres, object -> camera), with the call's stage
+        times (``Prediction.timings_ms``)."""
 
-    def predict_batch(self, frames: Sequence[Frame]) -> list[list[ObjectPose]]:
+    def predict_batch(self, frames: Sequence[Frame]) -> list[Prediction]:
         """One list of poses per frame; backends override this when they can batch the network."""
         return [self.predict(f) for f in frames]
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.catalogue import Catalogue
-from ..core.types import Frame, ObjectPose
+from ..core.types import Frame, ObjectPose, Prediction
 from .estimator import Estimator as BaseEstimator
 
 BACKEND = "hybrid"
@@ -99,6 +99,16 @@ def box_iou(a, b) -> float:
 # ---------------------------------------------------------------------------------------------
 # Checkpoint files
 # ---------------------------------------------------------------------------------------------
+
+
+def batch_timings(predictions: list[Prediction]) -> dict[str, float]:
+    """The stage times of one batched DINOv2 call from its per-frame answers: every frame carries the batch's
+    shared stages, and its own pnp and icp, which add up."""
+    timings = dict(predictions[0].timings_ms) if predictions else {}
+    for pred in predictions[1:]:
+        for k in ("pnp", "icp"):
+            timings[k] = timings.get(k, 0.0) + pred.timings_ms.get(k, 0.0)
+    return timings
 
 
 def read_spec(path) -> dict:
@@ -212,7 +222,6 @@ class Estimator(BaseEstimator):
         super().__init__(Catalogue(objects), device=self.dinov2.device, precision=self.dinov2.precision, config=cfg)
         # the geometric stage does the ICP; CLIP's own ICP (its use_depth) serves only its fallback poses
         self.clip_icp = bool(self.clip.config.get("use_depth", True))
-        self.last_timings_ms: dict[str, float] = {}
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -272,10 +281,10 @@ class Estimator(BaseEstimator):
         return self.clip.resolve_prompt(prompt)
 
     # -- inference -----------------------------------------------------------------------------
-    def predict(self, frame: Frame) -> list[ObjectPose]:
+    def predict(self, frame: Frame) -> Prediction:
         return self.predict_batch([frame])[0]
 
-    def predict_batch(self, frames) -> list[list[ObjectPose]]:
+    def predict_batch(self, frames) -> list[Prediction]:
         """Poses per frame: CLIP's choices (one per prompt, or each object found) posed by DINOv2 in their regions."""
         frames = list(frames)
         t_start = time.perf_counter()
@@ -292,7 +301,7 @@ class Estimator(BaseEstimator):
         t0 = time.perf_counter()
         choices = self.clip.predict_batch([_replace(f, depth=None) for f in frames])
         clip_ms = (time.perf_counter() - t0) * 1e3
-        add_times(next((poses[0].timings_ms for poses in choices if poses), {}))  # (CLIP times the whole call)
+        add_times(choices[0].timings_ms if choices else {})  # (CLIP times the whole call)
         timings["clip_total"] = clip_ms
 
         # 2. regions: CLIP's boxes, or DINOv2 components matching them
@@ -328,7 +337,7 @@ class Estimator(BaseEstimator):
             out = self.dinov2.predict_batch([fr for _, fr in jobs])
             for (fi, _), poses in zip(jobs, out):
                 geo[fi] = poses
-            add_times(self.dinov2.last_timings_ms, "dinov2")
+            add_times(batch_timings(out), "dinov2")
             timings["dinov2_total"] = (time.perf_counter() - t0) * 1e3
 
         # 4. join: each CLIP choice gets the DINOv2 poses found in its regions, else the fallback
@@ -345,11 +354,10 @@ class Estimator(BaseEstimator):
         for fi, poses in enumerate(results):
             results[fi] = self.dinov2.number_instances(poses)
         timings["total"] = (time.perf_counter() - t_start) * 1e3
-        self.last_timings_ms = dict(timings)
         for poses in results:
             for p in poses:
                 p.timings_ms = dict(timings)
-        return results
+        return [Prediction(poses, timings) for poses in results]
 
     def _regions(self, cp: ObjectPose, found: list, several: bool) -> list[np.ndarray]:
         """The boxes DINOv2 poses for one CLIP choice: matching components (best first) or CLIP's box."""
@@ -400,4 +408,5 @@ class Estimator(BaseEstimator):
         out = self.dinov2.track(frame, previous, min_fitness=min_fitness)
         if out is None:
             return None
-        return [dataclasses.replace(p, stage="track") if isinstance(p, HybridPose) else p for p in out]
+        return Prediction([dataclasses.replace(p, stage="track") if isinstance(p, HybridPose) else p for p in out],
+                          out.timings_ms)

@@ -1,7 +1,8 @@
 """The pose node: camera frames in, object poses out (Detection3DArray, TF, markers, debug image, diagnostics).
 
-Thin by design: messages are converted by :mod:`vfm_pose_ros.ros.convert`, frames checked by
-:mod:`vfm_pose_ros.core.validation`, poses computed by an estimator from :mod:`vfm_pose_ros.models`.
+Thin by design: messages are decoded and built by :mod:`vfm_pose_ros.ros.convert`; each frame goes through
+:class:`vfm_pose_ros.pipeline.FramePipeline` (validation, stamp order, tracker or estimator from
+:mod:`vfm_pose_ros.models`, selection: the path ``vfm-pose predict`` and ``bench`` run too).
 What this file adds is the run-time behaviour:
 
 * colour + depth synchronised by stamp (``message_filters`` when importable, else
@@ -19,11 +20,10 @@ What this file adds is the run-time behaviour:
   :data:`vfm_pose_ros.core.validation.REASONS`) + ``no_camera_info`` + ``failed`` +
   ``dropped_stale`` + ``sync_unmatched`` (never paired with a depth image) + ``sync_pending``
   + ``frames_pending`` (waiting for or in inference);
-* never a non-finite, non-orthonormal or behind-camera pose (``poses_rejected_bad_pose``, checked
-  again right before publishing); results below ``score_threshold`` are withheld (``withheld_low_score``),
-  and so are implausible ones (:mod:`vfm_pose_ros.core.plausibility`: outside the working range
-  ``withheld_distance``, of an implausible projected size ``withheld_projected_size``, off the measured
-  depth ``withheld_depth_mismatch``);
+* never a non-finite, non-orthonormal or behind-camera pose (``poses_rejected_bad_pose``); results below
+  ``score_threshold`` are withheld (``withheld_low_score``), and so are implausible ones
+  (:mod:`vfm_pose_ros.core.plausibility`: outside the working range ``withheld_distance``, of an
+  implausible projected size ``withheld_projected_size``, off the measured depth ``withheld_depth_mismatch``);
 * a prompt naming no catalogue object (clip, hybrid) is refused when set; given at start it makes
   every frame refused (``rejected_unknown_prompt``) until a valid one is set, rather than posing
   whatever the network guesses;
@@ -37,25 +37,33 @@ launch file should see the failure rather than a node that is up but silent).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import queue
 import re
 import sys
 import threading
 import time
-from collections import defaultdict, deque
 from pathlib import Path
 
-import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from visualization_msgs.msg import MarkerArray
 
-from ..core.plausibility import GATE_REASONS, GateConfig, check_pose
-from ..core.types import Frame
-from ..core.validation import InvalidInput, StampOrder, validate_frame, validate_pose
+from ..core.plausibility import GATE_REASONS
+from ..core.validation import InvalidInput
+from ..pipeline import CameraFrame, FramePipeline, FrameResult, PipelineSettings
 from . import convert
 from .env import configure_ros_env, find_package_file
 from .graph import load_pose_defaults
+from .node_runtime import LatestQueue, Stats
 from .params import POSE_PARAMS, ParameterError, check_value, declare_checked
+
+try:
+    from vision_msgs.msg import Detection3DArray
+except ImportError:  # pragma: no cover - depends on the installation; the node says how to fix it at start
+    Detection3DArray = None
 
 NODE_NAME = "vfm_pose"
 PROMPT_BACKENDS = ("clip", "hybrid")  # backends that pick objects from the prompt
@@ -97,556 +105,367 @@ def prompt_objects(prompt: str, catalogue) -> list[str]:
     return found
 
 
-@dataclasses.dataclass
-class Selection:
-    """What :func:`select_poses` kept, and what it dropped and why."""
+class PoseNode(Node):
+    """The pose node (rclpy must be initialised); ``estimator`` replaces the checkpoint's (tests)."""
 
-    poses: list
-    reason: str = ""  # why nothing was kept ("" when something was)
-    withheld: int = 0  # below the score threshold
-    gated: list = dataclasses.field(default_factory=list)  # (name, GateFailure): failed a plausibility gate
-    rejected: list = dataclasses.field(default_factory=list)  # (name, message): invalid poses
-    unknown: list = dataclasses.field(default_factory=list)  # names outside the catalogue
+    def __init__(self, estimator=None, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        if Detection3DArray is None:
+            raise StartupError("vision_msgs is not importable: build the interface packages (`make interfaces`) "
+                               "or source a ROS 2 install that has ros-<distro>-vision-msgs")
+        self.defaults = load_pose_defaults()
+        try:  # checked before any model is loaded
+            self.p = declare_checked(self, PARAMS, self.defaults)
+        except ParameterError as exc:
+            raise StartupError(str(exc)) from None
 
-
-def select_poses(raw, catalogue, threshold: float, prompt: str = "", gate=None) -> Selection:
-    """The poses fit to publish: valid (finite, orthonormal, in front of the camera; the others are rejected),
-    of catalogue objects, scoring at least ``threshold`` (the others are withheld), plausible (``gate(pose)``,
-    :func:`vfm_pose_ros.core.plausibility.check_pose` in the node, returns None; the others are withheld by
-    gate), sorted by score and numbered per object (``instance`` = k of the TF frame ``<name>_<k>``)."""
-    kept, low = [], []
-    sel = Selection(poses=[])
-    for p in raw:
+        self.stats = Stats()
+        # a catalogue of its own is read first: a broken mesh fails in a second, not after the model load
+        own_catalogue = self._load_catalogue() if self.p["catalogue_dir"] else None
+        self.estimator = estimator if estimator is not None else self._load_estimator()
+        self.backend = getattr(self.estimator, "backend", "") or self.p["backend"]
+        self.catalogue = own_catalogue if own_catalogue is not None else self.estimator.catalogue
         try:
-            R, t = validate_pose(p.R, p.t)
-        except InvalidInput as exc:
-            sel.rejected.append((p.name, exc.message))
-            continue
-        if p.name not in catalogue:
-            sel.unknown.append(p.name)
-            continue
-        if not np.isfinite(p.score) or p.score < threshold:
-            low.append(p)
-            continue
-        failure = gate(dataclasses.replace(p, R=R, t=t)) if gate is not None else None
-        if failure is not None:
-            sel.gated.append((p.name, failure))
-            continue
-        kept.append(dataclasses.replace(p, R=R, t=t))
-    sel.withheld = len(low)
-    kept.sort(key=lambda p: -p.score)
-    seen: dict[str, int] = defaultdict(int)
-    for p in kept:
-        sel.poses.append(dataclasses.replace(p, instance=seen[p.name]))
-        seen[p.name] += 1
-    if not sel.poses:
-        if low:
-            best = max(low, key=lambda p: p.score if np.isfinite(p.score) else -1.0)
-            sel.reason = (f"{len(low)} result(s) below score_threshold {threshold:.2f} "
-                          f"(best {best.name} {best.score:.2f})")
-        elif sel.gated:
-            sel.reason = (f"{len(sel.gated)} result(s) withheld as implausible ("
-                          + "; ".join(f"{f.code}: {f.message}" for _, f in sel.gated[:3]) + ")")
-        elif sel.rejected:
-            sel.reason = f"{len(sel.rejected)} result(s) with an invalid pose"
-        elif sel.unknown:
-            sel.reason = "results named objects outside the catalogue"
-        else:
-            sel.reason = "no object found" + (f" for prompt {prompt!r}" if prompt else "")
-    return sel
+            self.pipeline = FramePipeline.from_params(self.estimator, self.p, self.catalogue)
+        except ValueError as exc:
+            raise StartupError(f"tracking parameters: {exc}") from exc
+        self._check_start_prompt()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._create_outputs()
+        self._create_inputs()
 
+        self._stop = threading.Event()
+        self.worker = threading.Thread(target=self._work, name="vfm_pose_inference", daemon=True)
+        self.worker.start()
+        self.create_timer(float(self.p["diagnostics_period_s"]), self._publish_diagnostics)
+        depth = f" + depth {self.p['depth_topic']}" if self.p["use_depth"] else " (RGB only)"
+        self.get_logger().info(f"ready: {self.estimator!r}; listening to {self.p['image_topic']}{depth}; "
+                               f"publishing {self.resolve_topic_name('~/detections')}")
 
-class LatestQueue:
-    """A bounded queue that keeps the newest items: putting into a full queue drops (and counts) the oldest."""
+    @property
+    def tracker(self):
+        """Temporal filtering and tracking mode (vfm_pose_ros.core.tracking), when enabled."""
+        return self.pipeline.tracker
 
-    def __init__(self, size: int = 1):
-        self.q: queue.Queue = queue.Queue(maxsize=max(1, int(size)))
-        self._lock = threading.Lock()
+    # ------------------------------------------------------------------ start-up
 
-    def put(self, item) -> int:
-        """Add an item; returns how many stale items were dropped to make room."""
-        dropped = 0
-        with self._lock:
-            while True:
-                try:
-                    self.q.put_nowait(item)
-                    return dropped
-                except queue.Full:
-                    try:
-                        self.q.get_nowait()
-                        dropped += 1
-                    except queue.Empty:
-                        pass
+    def _check_start_prompt(self) -> None:
+        error = self._prompt_error(self.p["prompt"])
+        if error and self.p["prompt"]:
+            self.pipeline.prompt_error = error
+            self.get_logger().error(f"{error}: every frame is refused until a valid prompt is set (ros2 param "
+                                    f"set {self.get_fully_qualified_name()} prompt \"the <object>\")")
+        elif error:
+            self.get_logger().info(f"no prompt: the {self.backend} backend looks for every catalogue object "
+                                   f"({', '.join(self.catalogue.names)}); set the prompt parameter to choose one")
 
-    def get(self, timeout: float):
+    def _create_outputs(self) -> None:
+        reliable10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_det = self.create_publisher(Detection3DArray, "~/detections", reliable10)
+        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", reliable10)
+        self.pub_debug = self.create_publisher(Image, "~/debug_image", QoSProfile(depth=2))
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", reliable10)
+        self.tf_broadcaster = self._tf_broadcaster()
+
+    def _create_inputs(self) -> None:
+        # reliable input is meant to be lossless: a history of 20 absorbs bursts while the executor is starved
+        # of CPU (inference on the worker); the node's own queue then drops stale frames, counted
+        qos = qos_profile_sensor_data if self.p["input_qos"] == "sensor_data" else QoSProfile(
+            depth=20, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self._camera_info = None
+        self._info_event = threading.Event()
+        self.create_subscription(CameraInfo, self.p["camera_info_topic"], self._on_camera_info, qos)
+        self.queue = LatestQueue(self.p["queue_size"])
+        self.sync = None
+        self._subscribe_images(qos)
+
+    def _load_estimator(self):
+        from ..models import load_estimator
+
+        ckpt = self.p["checkpoint"]
+        if not ckpt:
+            raise StartupError("parameter 'checkpoint' is empty: give a checkpoint from `vfm-pose train` "
+                               "(-p checkpoint:=/path/model.pt, or checkpoint:=... with vfm-pose launch)")
+        path = resolve_path(ckpt)
+        if not path.is_file():
+            raise StartupError(f"checkpoint not found: {ckpt} (looked in {Path.cwd()} and the package); "
+                               "train one with `vfm-pose train ... --out CKPT` and pass checkpoint:=CKPT")
+        overrides = {}
+        if self.p["weights"]:
+            weights = resolve_path(self.p["weights"])
+            if not weights.is_file():
+                raise StartupError(f"weights file not found: {self.p['weights']}; pass the backbone weights "
+                                   "(.safetensors/.pth) with weights:=PATH, or '' to use the checkpoint's setting")
+            overrides["weights"] = str(weights)
+        if self.p["precision"] != "auto":
+            overrides["precision"] = self.p["precision"]
+        t0 = time.perf_counter()
         try:
-            return self.q.get(timeout=timeout)
-        except queue.Empty:
+            est = load_estimator(str(path), device=self.p["device"], backend=self.p["backend"] or None,
+                                 **overrides)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise StartupError(f"cannot load the {self.p['backend'] or ''} estimator from {path}: {exc}") from exc
+        self.get_logger().info(f"loaded {path} in {time.perf_counter() - t0:.1f} s")
+        return est
+
+    def _load_catalogue(self):
+        if self.p["catalogue_dir"]:
+            from ..core.catalogue_loader import load_catalogue
+
+            d = resolve_path(self.p["catalogue_dir"])
+            try:
+                return load_catalogue(d)
+            except (OSError, ValueError) as exc:
+                raise StartupError(f"cannot read the catalogue {d}: {exc}") from exc
+        return self.estimator.catalogue
+
+    def _tf_broadcaster(self):
+        try:
+            from tf2_ros import TransformBroadcaster
+
+            broadcaster = TransformBroadcaster(self)
+            return lambda transforms: broadcaster.sendTransform(transforms)
+        except ImportError:
+            from tf2_msgs.msg import TFMessage
+
+            # tf2_ros's DynamicBroadcasterQoS: reliable, volatile, keep last 100
+            pub = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100,
+                                                                     reliability=ReliabilityPolicy.RELIABLE))
+            return lambda transforms: pub.publish(TFMessage(transforms=transforms))
+
+
+    def _subscribe_images(self, qos):
+        tol_s = float(self.p["sync_tolerance_ms"]) / 1000.0
+        if not self.p["use_depth"]:
+            self.create_subscription(Image, self.p["image_topic"], self._on_image_only, qos)
+            return
+        try:
+            import message_filters
+        except ImportError:
+            message_filters = None
+        if message_filters is not None:  # pragma: no cover - not installed here
+            subs = [message_filters.Subscriber(self, Image, t, qos_profile=qos)
+                    for t in (self.p["image_topic"], self.p["depth_topic"])]
+            self._mf = message_filters.ApproximateTimeSynchronizer(subs, queue_size=10, slop=tol_s)
+            self._mf.registerCallback(self._on_frame)
+            subs[0].registerCallback(lambda _: self.stats.add("images_in"))
+            subs[1].registerCallback(lambda _: self.stats.add("depth_in"))
+            return
+        from .sync import ApproximateSync
+
+        self.sync = ApproximateSync(2, int(tol_s * 1e9), self._on_frame, queue_size=10)
+        self.create_subscription(Image, self.p["image_topic"], lambda m: self._on_synced(0, "images_in", m), qos)
+        self.create_subscription(Image, self.p["depth_topic"], lambda m: self._on_synced(1, "depth_in", m), qos)
+
+    # ------------------------------------------------------------------ parameters
+
+    def _prompt_error(self, prompt: str) -> str | None:
+        if self.backend not in PROMPT_BACKENDS:
             return None
+        known = ", ".join(self.catalogue.names)
+        if not prompt.strip():
+            return f"the {self.backend} backend needs a prompt naming an object (known: {known})"
+        if not prompt_objects(prompt, self.catalogue):
+            return f"prompt {prompt!r} names no known object (known: {known})"
+        return None
 
+    def _on_set_parameters(self, params):
+        current = dict(self.p)
+        for param in params:
+            if param.name not in self.defaults:
+                continue  # use_sim_time and other standard parameters
+            if param.name not in DYNAMIC:
+                return SetParametersResult(successful=False,
+                                           reason=f"{param.name} is read at start: restart the node to change it")
+            error = check_value(PARAMS, param.name, param.value, current)  # the start-up check, the same text
+            if error is None and param.name == "prompt":
+                error = self._prompt_error(param.value)
+            if error:
+                return SetParametersResult(successful=False, reason=error)
+            current[param.name] = param.value
+        for param in params:
+            if param.name in self.defaults:
+                self.p[param.name] = param.value
+                if param.name == "sync_tolerance_ms" and self.sync is not None:
+                    self.sync.tolerance_ns = int(float(param.value) * 1e6)
+                if param.name == "prompt":
+                    self.pipeline.prompt_error = None  # validated above
+                    self.get_logger().info(f"prompt is now {param.value!r}")
+        self.pipeline.settings = PipelineSettings.from_params(self.p)  # read whole by the next frame
+        return SetParametersResult(successful=True)
 
-class Stats:
-    """Counters and latency window behind /diagnostics (thread-safe: executor and worker both write)."""
+    # ------------------------------------------------------------------ callbacks (executor thread)
 
-    def __init__(self, window: int = 200):
-        self.lock = threading.Lock()
-        self.counts: dict[str, int] = defaultdict(int)
-        self.latency_ms: deque = deque(maxlen=window)
-        self.infer_ms: deque = deque(maxlen=window)
-        # the estimator's own time per stage and frame (backbone, head, icp, ...): where a frame's time goes,
-        # and the bench's ratio of latency to the backbone time of the same frames; 0 where a stage did not run
-        self.stage_ms: dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
-        self.last_empty_reason = ""
-        self.last_frame_empty = False
-        self.last_frame_rejected = False  # the last frame was refused for bad input (diagnostics WARN)
-        self._mark = (time.monotonic(), 0, 0)
+    def _on_camera_info(self, msg):
+        self._camera_info = msg
+        self._info_event.set()
 
-    def add(self, key: str, n: int = 1) -> int:
-        with self.lock:
-            self.counts[key] += n
-            return self.counts[key]
+    def _on_image_only(self, image):
+        self.stats.add("images_in")
+        self._on_frame(image, None)
 
-    def rates(self) -> tuple[float, float]:
-        """(input Hz, processed Hz) since the previous call."""
-        with self.lock:
-            now = time.monotonic()
-            t0, n_in0, n_done0 = self._mark
-            n_in, n_done = self.counts["frames_in"], self.counts["frames_processed"]
-            self._mark = (now, n_in, n_done)
-        dt = max(now - t0, 1e-6)
-        return (n_in - n_in0) / dt, (n_done - n_done0) / dt
+    def _on_synced(self, stream: int, key: str, msg):
+        self.stats.add(key)
+        self.sync.add(stream, convert.stamp_to_ns(msg.header.stamp), msg)
 
-    def add_stages(self, stages_ms: dict[str, float]) -> None:
-        """One frame's stage times; every stage seen before gets a value (0 where it did not run this frame)."""
-        with self.lock:
-            for name in set(self.stage_ms) | set(stages_ms):
-                self.stage_ms[name].append(float(stages_ms.get(name, 0.0)))
+    def _on_frame(self, image, depth):
+        self.stats.add("frames_in")
+        dropped = self.queue.put((image, depth, time.monotonic()))
+        if dropped:
+            self.stats.add("dropped_stale", dropped)
 
-    def percentiles(self) -> tuple[float | None, float | None, float | None, dict[str, float]]:
-        """(latency p50, latency p95, inference median, {stage: median}) over the window; None before any frame."""
-        with self.lock:
-            lat = np.array(self.latency_ms, float)
-            inf = np.array(self.infer_ms, float)
-            stages = {name: float(np.median(v)) for name, v in self.stage_ms.items() if len(v)}
-        if not len(lat):
-            return None, None, None, stages
-        return float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), \
-            (float(np.median(inf)) if len(inf) else None), stages
+    # ------------------------------------------------------------------ worker thread
 
-
-def _make_node_class():
-    """The Node subclass, built on first use so importing this module needs no rclpy."""
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-    from rcl_interfaces.msg import SetParametersResult
-    from rclpy.node import Node
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from sensor_msgs.msg import CameraInfo, Image
-    from visualization_msgs.msg import MarkerArray
-
-    try:
-        from vision_msgs.msg import Detection3DArray
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise StartupError("vision_msgs is not importable: build the interface packages (`make interfaces`) or "
-                           "source a ROS 2 install that has ros-<distro>-vision-msgs") from exc
-
-    class PoseNode(Node):
-        def __init__(self, estimator=None, **node_kwargs):
-            super().__init__(NODE_NAME, **node_kwargs)
-            self.defaults = load_pose_defaults()
-            try:  # checked before any model is loaded
-                self.p = declare_checked(self, PARAMS, self.defaults)
-            except ParameterError as exc:
-                raise StartupError(str(exc)) from None
-
-            self.stats = Stats()
-            self.stamp_order = StampOrder()
-            # a catalogue of its own is read first: a broken mesh fails in a second, not after the model load
-            own_catalogue = self._load_catalogue() if self.p["catalogue_dir"] else None
-            self.estimator = estimator if estimator is not None else self._load_estimator()
-            self.backend = getattr(self.estimator, "backend", "") or self.p["backend"]
-            self.tracker = None  # temporal filtering and tracking mode (vfm_pose_ros.core.tracking), when enabled
-            if self.p.get("tracking_enabled"):
-                from ..core.tracking import PoseTracker, TrackingConfig
-
-                try:
-                    self.tracker = PoseTracker(self.estimator, TrackingConfig.from_params(self.p))
-                except ValueError as exc:
-                    raise StartupError(f"tracking parameters: {exc}") from exc
-            self.catalogue = own_catalogue if own_catalogue is not None else self._load_catalogue()
-            error = self._prompt_error(self.p["prompt"])
-            self._bad_prompt = error if (error and self.p["prompt"]) else None
-            if self._bad_prompt:
-                self.get_logger().error(f"{error}: every frame is refused until a valid prompt is set (ros2 param "
-                                        f"set {self.get_fully_qualified_name()} prompt \"the <object>\")")
-            elif error:
-                self.get_logger().info(f"no prompt: the {self.backend} backend looks for every catalogue object "
-                                       f"({', '.join(self.catalogue.names)}); set the prompt parameter to choose one")
-            self.add_on_set_parameters_callback(self._on_set_parameters)
-
-            # --- outputs
-            reliable10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-            self.pub_det = self.create_publisher(Detection3DArray, "~/detections", reliable10)
-            self.pub_markers = self.create_publisher(MarkerArray, "~/markers", reliable10)
-            self.pub_debug = self.create_publisher(Image, "~/debug_image", QoSProfile(depth=2))
-            self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", reliable10)
-            self.tf_broadcaster = self._tf_broadcaster()
-
-            # --- inputs
-            # reliable input is meant to be lossless: a history of 20 absorbs bursts while the executor is starved
-            # of CPU (inference on the worker); the node's own queue then drops stale frames, counted
-            qos = qos_profile_sensor_data if self.p["input_qos"] == "sensor_data" else QoSProfile(
-                depth=20, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-            self._camera_info = None
-            self._info_event = threading.Event()
-            self.create_subscription(CameraInfo, self.p["camera_info_topic"], self._on_camera_info, qos)
-            self.queue = LatestQueue(self.p["queue_size"])
-            self.sync = None
-            self._subscribe_images(Image, qos)
-
-            # --- worker and diagnostics
-            self._stop = threading.Event()
-            self.worker = threading.Thread(target=self._work, name="vfm_pose_inference", daemon=True)
-            self.worker.start()
-            self.create_timer(float(self.p["diagnostics_period_s"]), self._publish_diagnostics)
-            depth = f" + depth {self.p['depth_topic']}" if self.p["use_depth"] else " (RGB only)"
-            self.get_logger().info(f"ready: {self.estimator!r}; listening to {self.p['image_topic']}{depth}; "
-                                   f"publishing {self.resolve_topic_name('~/detections')}")
-
-        # ------------------------------------------------------------------ start-up
-
-        def _load_estimator(self):
-            from ..models import load_estimator
-
-            ckpt = self.p["checkpoint"]
-            if not ckpt:
-                raise StartupError("parameter 'checkpoint' is empty: give a checkpoint from `vfm-pose train` "
-                                   "(-p checkpoint:=/path/model.pt, or checkpoint:=... with vfm-pose launch)")
-            path = resolve_path(ckpt)
-            if not path.is_file():
-                raise StartupError(f"checkpoint not found: {ckpt} (looked in {Path.cwd()} and the package); "
-                                   "train one with `vfm-pose train ... --out CKPT` and pass checkpoint:=CKPT")
-            overrides = {}
-            if self.p["weights"]:
-                weights = resolve_path(self.p["weights"])
-                if not weights.is_file():
-                    raise StartupError(f"weights file not found: {self.p['weights']}; pass the backbone weights "
-                                       "(.safetensors/.pth) with weights:=PATH, or '' to use the checkpoint's setting")
-                overrides["weights"] = str(weights)
-            if self.p["precision"] != "auto":
-                overrides["precision"] = self.p["precision"]
-            t0 = time.perf_counter()
+    def _work(self):
+        while not self._stop.is_set():
+            item = self.queue.get(timeout=0.1)
+            if item is None:
+                continue
             try:
-                est = load_estimator(str(path), device=self.p["device"], backend=self.p["backend"] or None,
-                                     **overrides)
-            except (OSError, ValueError, RuntimeError, KeyError) as exc:
-                raise StartupError(f"cannot load the {self.p['backend'] or ''} estimator from {path}: {exc}") from exc
-            self.get_logger().info(f"loaded {path} in {time.perf_counter() - t0:.1f} s")
-            return est
+                self._process(*item)
+            except Exception as exc:  # never let the worker die: count, log, go on
+                self.stats.add("publish_failed")  # _process counts every other failure itself
+                self.get_logger().error(f"publishing a result failed: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=5.0)
 
-        def _load_catalogue(self):
-            if self.p["catalogue_dir"]:
-                from ..core.catalogue_loader import load_catalogue
+    def _warn_every(self, key: str, text: str) -> None:
+        n = self.stats.add(key)
+        every = max(1, int(self.p["warn_every_n"]))
+        if n == 1 or n % every == 0:
+            self.get_logger().warning(f"{text} [{key}: {n} so far; logged every {every}]")
 
-                d = resolve_path(self.p["catalogue_dir"])
-                try:
-                    return load_catalogue(d)
-                except (OSError, ValueError) as exc:
-                    raise StartupError(f"cannot read the catalogue {d}: {exc}") from exc
-            return self.estimator.catalogue
+    def _process(self, image, depth_msg, t_recv):
+        """One frame: exactly one outcome counter and one published answer (see the module docstring)."""
+        if not self._info_event.is_set():
+            self._info_event.wait(float(self.p["camera_info_wait_ms"]) / 1000.0)
+        info = self._camera_info
+        if info is None:
+            reason = (f"no camera_info received on {self.p['camera_info_topic']}: frames cannot be used "
+                      "without intrinsics; check the topic name and that the camera driver publishes it")
+            self._warn_every("no_camera_info", reason)
+            self.stats.last_frame_rejected = True
+            self._publish(image.header, [], reason, t_recv)
+            return
+        try:
+            frame, result = self._run_pipeline(image, depth_msg, info)
+        except Exception as exc:  # a message no check foresaw: still one outcome and one answer
+            frame, result = None, FrameResult().fail(exc)
+        self._count(result)
+        self.stats.last_frame_rejected = result.outcome != "inferred"
+        self._publish(image.header, result.poses, result.reason, t_recv,
+                      frame if self.p["publish_debug_image"] else None)
 
-        def _tf_broadcaster(self):
+    def _run_pipeline(self, image, depth_msg, info) -> tuple[CameraFrame | None, FrameResult]:
+        """Decode the messages and run the pipeline; a message that cannot be decoded is refused like a bad frame."""
+        stamp_ns = convert.stamp_to_ns(image.header.stamp)
+        try:
+            rgb = convert.image_to_rgb(image)
+        except convert.ImageConversionError as exc:
+            return None, self.pipeline.refused(InvalidInput(exc.reason, f"colour image: {exc}"), stamp_ns)
+        depth = None
+        if self.p["use_depth"] and depth_msg is not None:
             try:
-                from tf2_ros import TransformBroadcaster
-
-                broadcaster = TransformBroadcaster(self)
-                return lambda transforms: broadcaster.sendTransform(transforms)
-            except ImportError:
-                from tf2_msgs.msg import TFMessage
-
-                # tf2_ros's DynamicBroadcasterQoS: reliable, volatile, keep last 100
-                pub = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100,
-                                                                         reliability=ReliabilityPolicy.RELIABLE))
-                return lambda transforms: pub.publish(TFMessage(transforms=transforms))
-
-        def _subscribe_images(self, Image, qos):
-            tol_s = float(self.p["sync_tolerance_ms"]) / 1000.0
-            if not self.p["use_depth"]:
-                self.create_subscription(Image, self.p["image_topic"], self._on_image_only, qos)
-                return
-            try:
-                import message_filters
-            except ImportError:
-                message_filters = None
-            if message_filters is not None:  # pragma: no cover - not installed here
-                subs = [message_filters.Subscriber(self, Image, t, qos_profile=qos)
-                        for t in (self.p["image_topic"], self.p["depth_topic"])]
-                self._mf = message_filters.ApproximateTimeSynchronizer(subs, queue_size=10, slop=tol_s)
-                self._mf.registerCallback(self._on_frame)
-                subs[0].registerCallback(lambda _: self.stats.add("images_in"))
-                subs[1].registerCallback(lambda _: self.stats.add("depth_in"))
-                return
-            from .sync import ApproximateSync
-
-            self.sync = ApproximateSync(2, int(tol_s * 1e9), self._on_frame, queue_size=10)
-            self.create_subscription(Image, self.p["image_topic"], lambda m: self._on_synced(0, "images_in", m), qos)
-            self.create_subscription(Image, self.p["depth_topic"], lambda m: self._on_synced(1, "depth_in", m), qos)
-
-        # ------------------------------------------------------------------ parameters
-
-        def _prompt_error(self, prompt: str) -> str | None:
-            if self.backend not in PROMPT_BACKENDS:
-                return None
-            known = ", ".join(self.catalogue.names)
-            if not prompt.strip():
-                return f"the {self.backend} backend needs a prompt naming an object (known: {known})"
-            if not prompt_objects(prompt, self.catalogue):
-                return f"prompt {prompt!r} names no known object (known: {known})"
-            return None
-
-        def _on_set_parameters(self, params):
-            current = dict(self.p)
-            for param in params:
-                if param.name not in self.defaults:
-                    continue  # use_sim_time and other standard parameters
-                if param.name not in DYNAMIC:
-                    return SetParametersResult(successful=False,
-                                               reason=f"{param.name} is read at start: restart the node to change it")
-                error = check_value(PARAMS, param.name, param.value, current)  # the start-up check, the same text
-                if error is None and param.name == "prompt":
-                    error = self._prompt_error(param.value)
-                if error:
-                    return SetParametersResult(successful=False, reason=error)
-                current[param.name] = param.value
-            for param in params:
-                if param.name in self.defaults:
-                    self.p[param.name] = param.value
-                    if param.name == "sync_tolerance_ms" and self.sync is not None:
-                        self.sync.tolerance_ns = int(float(param.value) * 1e6)
-                    if param.name == "prompt":
-                        self._bad_prompt = None  # validated above
-                        self.get_logger().info(f"prompt is now {param.value!r}")
-            return SetParametersResult(successful=True)
-
-        # ------------------------------------------------------------------ callbacks (executor thread)
-
-        def _on_camera_info(self, msg):
-            self._camera_info = msg
-            self._info_event.set()
-
-        def _on_image_only(self, image):
-            self.stats.add("images_in")
-            self._on_frame(image, None)
-
-        def _on_synced(self, stream: int, key: str, msg):
-            self.stats.add(key)
-            self.sync.add(stream, convert.stamp_to_ns(msg.header.stamp), msg)
-
-        def _on_frame(self, image, depth):
-            self.stats.add("frames_in")
-            dropped = self.queue.put((image, depth, time.monotonic()))
-            if dropped:
-                self.stats.add("dropped_stale", dropped)
-
-        # ------------------------------------------------------------------ worker thread
-
-        def _work(self):
-            while not self._stop.is_set():
-                item = self.queue.get(timeout=0.1)
-                if item is None:
-                    continue
-                try:
-                    self._process(*item)
-                except Exception as exc:  # never let the worker die: count, log, go on
-                    self.stats.add("publish_failed")  # _process counts every other failure itself
-                    self.get_logger().error(f"publishing a result failed: {type(exc).__name__}: {exc}",
-                                            throttle_duration_sec=5.0)
-
-        def _warn_every(self, key: str, text: str) -> None:
-            n = self.stats.add(key)
-            every = max(1, int(self.p["warn_every_n"]))
-            if n == 1 or n % every == 0:
-                self.get_logger().warning(f"{text} [{key}: {n} so far; logged every {every}]")
-
-        def _process(self, image, depth_msg, t_recv):
-            header = image.header
-            poses, reason = [], ""
-            if not self._info_event.is_set():
-                self._info_event.wait(float(self.p["camera_info_wait_ms"]) / 1000.0)
-            info = self._camera_info
-            rejected = True  # every frame ends in exactly one outcome counter (see the module docstring)
-            try:
-                if info is None:
-                    reason = (f"no camera_info received on {self.p['camera_info_topic']}: frames cannot be used "
-                              "without intrinsics; check the topic name and that the camera driver publishes it")
-                    self._warn_every("no_camera_info", reason)
-                else:
-                    poses, reason = self._infer(image, depth_msg, info)
-                    self.stats.add("frames_inferred")
-                    rejected = False
-            except InvalidInput as exc:
-                reason = str(exc)
-                self._warn_every(f"rejected_{exc.reason_code}", f"frame at {convert.stamp_to_ns(header.stamp)} ns "
-                                                                f"refused: {exc.message}")
-            except Exception as exc:  # the estimator failed on this frame: count it, publish the empty result
-                reason = f"inference failed: {type(exc).__name__}: {exc}"
-                self.stats.add("failed")
-                self.get_logger().error(reason, throttle_duration_sec=5.0)
-            self.stats.last_frame_rejected = rejected
-            self._publish(header, poses, reason, t_recv, image if self.p["publish_debug_image"] else None, info)
-
-        def _infer(self, image, depth_msg, info):
-            if self._bad_prompt:
-                raise InvalidInput("unknown_prompt", self._bad_prompt)
-            try:
-                rgb = convert.image_to_rgb(image)
+                depth = convert.image_to_depth(depth_msg)
             except convert.ImageConversionError as exc:
-                raise InvalidInput(exc.reason, f"colour image: {exc}") from None
+                return None, self.pipeline.refused(InvalidInput(exc.reason, f"depth image: {exc}"), stamp_ns)
+        K, size = convert.camera_info_to_K(info)
+        frame = CameraFrame(rgb=rgb, K=K, depth=depth, stamp_ns=stamp_ns, frame_id=image.header.frame_id,
+                            camera_size=size)
+        return frame, self.pipeline.process(frame)
+
+    def _count(self, result: FrameResult) -> None:
+        """The frame's counters and stage times into the diagnostics; its warnings logged, throttled."""
+        warned: dict[str, int] = {}
+        for key, _ in result.warnings:
+            warned[key] = warned.get(key, 0) + 1
+        for key, n in result.counters.items():
+            if n - warned.get(key, 0):
+                self.stats.add(key, n - warned.get(key, 0))
+        for key, text in result.warnings:
+            self._warn_every(key, text)
+        if result.outcome == "failed":
+            self.get_logger().error(result.reason, throttle_duration_sec=5.0)
+        if result.outcome == "inferred":  # the estimator ran: its stages (0 where one did not run) and its time
+            with self.stats.lock:
+                self.stats.infer_ms.append(result.timings_ms.get("infer", 0.0))
+            self.stats.add_stages({k: v for k, v in result.timings_ms.items() if k != "infer"})
+
+    def _publish(self, header, poses, reason, t_recv, frame: CameraFrame | None = None):
+        if self._stop.is_set():
+            return
+        self.pub_det.publish(convert.poses_to_detection_array(poses, self.catalogue, header))
+        if self.p["publish_tf"] and poses and self.tf_broadcaster is not None:
+            self.tf_broadcaster(convert.pose_transforms(poses, self.catalogue, header, self.p["grasp_frames"]))
+        if self.p["publish_markers"]:
+            self.pub_markers.publish(convert.pose_markers(poses, self.catalogue, header))
+        if frame is not None:
             try:
-                depth = convert.image_to_depth(depth_msg) if (self.p["use_depth"] and depth_msg is not None) else None
-            except convert.ImageConversionError as exc:
-                raise InvalidInput(exc.reason, f"depth image: {exc}") from None
-            K, size = convert.camera_info_to_K(info)
-            check = validate_frame(rgb, K, depth, camera_size=size)
-            stamp_ns = convert.stamp_to_ns(image.header.stamp)
-            self.stamp_order.check(stamp_ns)
-            if check.depth_nonfinite:
-                self.stats.add("depth_nonfinite_pixels", check.depth_nonfinite)
-                self._warn_every("frames_with_nonfinite_depth", check.warnings[0])
-            frame = Frame(rgb=rgb, K=K, depth=check.depth, prompt=self.p["prompt"] or None, stamp_ns=stamp_ns,
-                          frame_id=image.header.frame_id)
-            self.estimator.last_timings_ms = {}  # a tracked frame may not call the estimator at all
-            t0 = time.perf_counter()
-            if self.tracker is not None:
-                raw = self.tracker.step(frame)
-                self.stats.add({"track": "frames_tracked", "roi": "frames_roi"}.get(self.tracker.last_mode,
-                                                                                   "frames_estimated"))
-            else:
-                raw = self.estimator.predict(frame)
-            with self.stats.lock:
-                self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
-            self.stats.add_stages(self.estimator.last_timings_ms)  # also when nothing was found
-            return self._filter(raw, frame)
+                self.pub_debug.publish(convert.rgb_to_image(
+                    convert.draw_debug_image(frame.rgb, frame.K, poses, self.catalogue), header))
+            except (convert.ImageConversionError, ValueError) as exc:
+                self.get_logger().warning(f"debug image skipped: {exc}", throttle_duration_sec=5.0)
+        self.stats.add("frames_processed")
+        self.stats.add("objects_published", len(poses))
+        self.stats.last_frame_empty = not poses
+        if not poses:
+            self.stats.add("empty_results")
+            self.stats.last_empty_reason = reason
+        with self.stats.lock:
+            self.stats.latency_ms.append((time.monotonic() - t_recv) * 1e3)
 
-        def _gate(self, frame):
-            """The plausibility gates for this frame's poses (core.plausibility; parameters read per frame)."""
-            cfg = GateConfig.from_params(self.p)
-            size = (frame.rgb.shape[1], frame.rgb.shape[0])
-            return lambda p: check_pose(p.R, p.t, self.catalogue[p.name], frame.K, size, frame.depth, cfg)
+    # ------------------------------------------------------------------ diagnostics
 
-        def _filter(self, raw, frame=None):
-            sel = select_poses(raw, self.catalogue, float(self.p["score_threshold"]), self.p["prompt"],
-                               gate=self._gate(frame) if frame is not None and self.p["plausibility_gates"] else None)
-            for _, failure in sel.gated:
-                self.stats.add(f"withheld_{failure.code}")
-            for name, message in sel.rejected:
-                self._warn_every("poses_rejected_bad_pose", f"{name}: {message}")
-            for name in sel.unknown:
-                self._warn_every("unknown_object", f"estimator returned {name!r}, not in the catalogue")
-            if sel.withheld:
-                self.stats.add("withheld_low_score", sel.withheld)
-            return sel.poses, sel.reason
+    def diagnostics(self):
+        """The DiagnosticStatus for the current counters (also used by tests)."""
+        rate_in, rate_done = self.stats.rates()
+        p50, p95, infer, stages = self.stats.percentiles()
+        with self.stats.lock:
+            counts = dict(self.stats.counts)
+            last_empty = self.stats.last_empty_reason
+        rejected = sum(n for k, n in counts.items() if k.startswith("rejected_"))
+        outcomes = counts.get("frames_inferred", 0) + rejected + counts.get("no_camera_info", 0) \
+            + counts.get("failed", 0)
+        sync_unmatched = self.sync.unmatched if self.sync else 0
+        sync_pending = self.sync.pending if self.sync else 0
+        fmt = (lambda v: "" if v is None else f"{v:.1f}")
+        values = {"input_rate_hz": f"{rate_in:.2f}", "processed_rate_hz": f"{rate_done:.2f}",
+                  "latency_p50_ms": fmt(p50), "latency_p95_ms": fmt(p95), "inference_median_ms": fmt(infer),
+                  "backend": self.backend, "prompt": self.p["prompt"], "last_empty_reason": last_empty,
+                  "sync_unmatched": str(sync_unmatched), "sync_pending": str(sync_pending),
+                  "frames_rejected": str(rejected),
+                  "frames_pending": str(counts.get("frames_in", 0) - counts.get("dropped_stale", 0) - outcomes)}
+        values.update({f"stage_{name}_median_ms": fmt(ms) for name, ms in sorted(stages.items())})
+        for key in ("images_in", "frames_in", "frames_processed", "frames_inferred", "dropped_stale", "failed",
+                    "no_camera_info", "withheld_low_score", *(f"withheld_{code}" for code in GATE_REASONS),
+                    "empty_results", "objects_published"):
+            values[key] = str(counts.get(key, 0))
+        for key, n in sorted(counts.items()):
+            if key not in values:
+                values[key] = str(n)
+        level, message = DiagnosticStatus.OK, f"{rate_done:.1f} Hz processed"
+        if counts.get("frames_in", 0) == 0:
+            level, message = DiagnosticStatus.WARN, f"no frames received on {self.p['image_topic']}"
+        elif counts.get("failed", 0) and not counts.get("objects_published", 0):
+            level, message = DiagnosticStatus.ERROR, "inference fails on every frame; see the node's log"
+        elif self._camera_info is None:
+            level, message = DiagnosticStatus.WARN, f"no camera_info on {self.p['camera_info_topic']}"
+        elif self.stats.last_frame_rejected:
+            level, message = DiagnosticStatus.WARN, f"last frame refused: {last_empty}"
+        elif self.stats.last_frame_empty:
+            message = f"{rate_done:.1f} Hz processed; last frame empty: {last_empty}"
+        return DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: pose estimation",
+                                message=message, hardware_id=self.backend,
+                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
-        def _publish(self, header, poses, reason, t_recv, image, info):
-            if self._stop.is_set():
-                return
-            safe = []
-            for p in poses:  # the last guard: whatever ran after select_poses, nothing invalid leaves the node
-                try:
-                    validate_pose(p.R, p.t)
-                    safe.append(p)
-                except InvalidInput as exc:
-                    self._warn_every("poses_rejected_bad_pose", f"{p.name}: {exc.message} (caught before publishing)")
-            if len(safe) < len(poses) and not safe:
-                reason = reason or "every result had an invalid pose"
-            poses = safe
-            self.pub_det.publish(convert.poses_to_detection_array(poses, self.catalogue, header))
-            if self.p["publish_tf"] and poses and self.tf_broadcaster is not None:
-                self.tf_broadcaster(convert.pose_transforms(poses, self.catalogue, header, self.p["grasp_frames"]))
-            if self.p["publish_markers"]:
-                self.pub_markers.publish(convert.pose_markers(poses, self.catalogue, header))
-            if image is not None and info is not None:
-                try:
-                    rgb = convert.image_to_rgb(image)
-                    K, _ = convert.camera_info_to_K(info)
-                    self.pub_debug.publish(convert.rgb_to_image(
-                        convert.draw_debug_image(rgb, K, poses, self.catalogue), header))
-                except (convert.ImageConversionError, ValueError) as exc:
-                    self.get_logger().warning(f"debug image skipped: {exc}", throttle_duration_sec=5.0)
-            self.stats.add("frames_processed")
-            self.stats.add("objects_published", len(poses))
-            self.stats.last_frame_empty = not poses
-            if not poses:
-                self.stats.add("empty_results")
-                self.stats.last_empty_reason = reason
-            with self.stats.lock:
-                self.stats.latency_ms.append((time.monotonic() - t_recv) * 1e3)
+    def _publish_diagnostics(self):
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [self.diagnostics()]
+        self.pub_diag.publish(msg)
 
-        # ------------------------------------------------------------------ diagnostics
-
-        def diagnostics(self):
-            """The DiagnosticStatus for the current counters (also used by tests)."""
-            rate_in, rate_done = self.stats.rates()
-            p50, p95, infer, stages = self.stats.percentiles()
-            with self.stats.lock:
-                counts = dict(self.stats.counts)
-                last_empty = self.stats.last_empty_reason
-            rejected = sum(n for k, n in counts.items() if k.startswith("rejected_"))
-            outcomes = counts.get("frames_inferred", 0) + rejected + counts.get("no_camera_info", 0) \
-                + counts.get("failed", 0)
-            sync_unmatched = self.sync.unmatched if self.sync else 0
-            sync_pending = self.sync.pending if self.sync else 0
-            fmt = (lambda v: "" if v is None else f"{v:.1f}")
-            values = {"input_rate_hz": f"{rate_in:.2f}", "processed_rate_hz": f"{rate_done:.2f}",
-                      "latency_p50_ms": fmt(p50), "latency_p95_ms": fmt(p95), "inference_median_ms": fmt(infer),
-                      "backend": self.backend, "prompt": self.p["prompt"], "last_empty_reason": last_empty,
-                      "sync_unmatched": str(sync_unmatched), "sync_pending": str(sync_pending),
-                      "frames_rejected": str(rejected),
-                      "frames_pending": str(counts.get("frames_in", 0) - counts.get("dropped_stale", 0) - outcomes)}
-            values.update({f"stage_{name}_median_ms": fmt(ms) for name, ms in sorted(stages.items())})
-            for key in ("images_in", "frames_in", "frames_processed", "frames_inferred", "dropped_stale", "failed",
-                        "no_camera_info", "withheld_low_score", *(f"withheld_{code}" for code in GATE_REASONS),
-                        "empty_results", "objects_published"):
-                values[key] = str(counts.get(key, 0))
-            for key, n in sorted(counts.items()):
-                if key not in values:
-                    values[key] = str(n)
-            level, message = DiagnosticStatus.OK, f"{rate_done:.1f} Hz processed"
-            if counts.get("frames_in", 0) == 0:
-                level, message = DiagnosticStatus.WARN, f"no frames received on {self.p['image_topic']}"
-            elif counts.get("failed", 0) and not counts.get("objects_published", 0):
-                level, message = DiagnosticStatus.ERROR, "inference fails on every frame; see the node's log"
-            elif self._camera_info is None:
-                level, message = DiagnosticStatus.WARN, f"no camera_info on {self.p['camera_info_topic']}"
-            elif self.stats.last_frame_rejected:
-                level, message = DiagnosticStatus.WARN, f"last frame refused: {last_empty}"
-            elif self.stats.last_frame_empty:
-                message = f"{rate_done:.1f} Hz processed; last frame empty: {last_empty}"
-            return DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: pose estimation",
-                                    message=message, hardware_id=self.backend,
-                                    values=[KeyValue(key=k, value=v) for k, v in values.items()])
-
-        def _publish_diagnostics(self):
-            msg = DiagnosticArray()
-            msg.header.stamp = self.get_clock().now().to_msg()
-            msg.status = [self.diagnostics()]
-            self.pub_diag.publish(msg)
-
-        def stop(self):
-            self._stop.set()
-            self.worker.join(timeout=5.0)
-
-    return PoseNode
-
-
-_NODE_CLASS = None
-
-
-def PoseNode(*args, **kwargs):
-    """Create the pose node (rclpy must be initialised)."""
-    global _NODE_CLASS
-    if _NODE_CLASS is None:
-        _NODE_CLASS = _make_node_class()
-    return _NODE_CLASS(*args, **kwargs)
+    def stop(self):
+        self._stop.set()
+        self.worker.join(timeout=5.0)
 
 
 def main(args: list[str] | None = None) -> int:
