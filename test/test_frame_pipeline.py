@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from vfm_pose_ros.core.catalogue import Catalogue
-from vfm_pose_ros.paths import default_catalogue_dir
 from vfm_pose_ros.core.tracking import PoseTracker, TrackingConfig
 from vfm_pose_ros.core.types import ObjectPose, Prediction
+from vfm_pose_ros.paths import default_catalogue_dir
 from vfm_pose_ros.pipeline import CameraFrame, FramePipeline, PipelineSettings
 
 W, H = 640, 480
