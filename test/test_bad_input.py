@@ -73,13 +73,14 @@ def test_missing_catalogue_directory(tmp_path):
 
 
 def test_prompt_naming_no_known_object(catalogue):
-    pytest.importorskip("torch", reason="prompt naming lives with the CLIP backend (torch)")
-    from vfm_pose_ros.ros.pose_node import prompt_objects
+    """The whole-word check of the `network` prompt resolver (the meaning-based one: test_prompt_resolution)."""
+    from vfm_pose_ros.core.prompts import keyword_objects
 
-    assert prompt_objects("grasp the driller by the handle", catalogue) == ["driller_like"]
-    assert prompt_objects("the can and the driller_like", catalogue) == ["can_like", "driller_like"]
-    for prompt in ("the banana", "", "drill", "the scan"):  # whole words only: 'scan' is not 'can'
-        assert prompt_objects(prompt, catalogue) == [], prompt
+    assert keyword_objects("grasp the driller by the handle", catalogue) == ["driller_like"]
+    assert sorted(keyword_objects("the can and the driller_like", catalogue)) == ["can_like", "driller_like"]
+    assert keyword_objects("hold the power drill", catalogue) == ["driller_like"]  # an alias
+    for prompt in ("the banana", "", "the scan"):  # whole words only: 'scan' is not 'can'
+        assert keyword_objects(prompt, catalogue) == [], prompt
     err = InvalidInput("unknown_prompt", "prompt 'the banana' names no known object")
     assert "ros2 param set" in REASONS[err.reason_code] and "unknown_prompt" in str(err)
 

@@ -41,6 +41,13 @@ def test_predict_missing_dataset(capsys, tmp_path, clip_checkpoint):
                              "--out", str(tmp_path / "r.csv"), "--quiet", "--device", "cpu"], "nods")
 
 
+def test_predict_prompt_naming_nothing_is_refused_with_the_closest_candidates(capsys, tmp_path, clip_checkpoint):
+    line = _one_line_error(capsys, ["predict", "--checkpoint", str(clip_checkpoint), "--dataset", str(tmp_path),
+                                    "--prompt", "the banana", "--out", str(tmp_path / "r.csv"), "--quiet",
+                                    "--device", "cpu"], "names nothing in the catalogue", "closest")
+    assert "driller_like" in line and "can_like" in line
+
+
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(ValueError, match="checkpoint not found"):
         cli.main(["--debug", "predict", "--checkpoint", str(tmp_path / "nope.pt"), "--dataset", str(tmp_path),

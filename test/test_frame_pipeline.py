@@ -157,3 +157,17 @@ def test_from_params_builds_the_tracker_and_refuses_bad_tracking_values():
     assert pipeline.settings.gates.max_distance_m == 2.0 and pipeline.settings.prompt == "the can"
     with pytest.raises(ValueError, match="smoothing"):
         FramePipeline.from_params(StubEstimator(), {**params, "tracking_smoothing": 1.5})
+
+
+def test_a_prompted_object_not_in_view_says_so():
+    from vfm_pose_ros.core.prompts import ObjectMatch, Resolution
+
+    est = StubEstimator([pose("can_like", score=0.1)])
+    est.resolve_prompt = lambda prompt: Resolution(prompt, (ObjectMatch("can_like", 0.8),))
+    settings = PipelineSettings(score_threshold=0.3, plausibility_gates=True, prompt="the soda tin")
+    result = FramePipeline(est, settings=settings).process(camera_frame())
+    assert result.poses == [] and result.outcome == "inferred"
+    assert result.reason.startswith("can_like (prompt 'the soda tin') not in view: 1 result(s) below score_threshold")
+    # found: no such reason
+    est.poses = [pose("can_like", score=0.9)]
+    assert FramePipeline(est, settings=settings).process(camera_frame()).reason == ""

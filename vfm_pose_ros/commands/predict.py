@@ -42,6 +42,14 @@ def run(args) -> int:
     if args.no_depth:
         kw["use_depth"] = False
     est = load_estimator(args.checkpoint, device=args.device, backend=args.backend, **kw)
+    resolution = est.resolve_prompt(args.prompt) if args.prompt else None
+    if resolution is not None:
+        if resolution.refusal:
+            raise ValueError(f"--prompt: {resolution.refusal}; name one of {', '.join(est.catalogue.names)} "
+                             "(or add an alias to its catalogue entry)")
+        if not args.quiet:
+            print("prompt resolves to " + ", ".join(f"{m.name}" + (f" (grasp {m.grasp})" if m.grasp else "")
+                                                    + f" at {m.similarity:.2f}" for m in resolution.matches))
     ds = BopDataset(args.dataset, args.split, catalogue=est.catalogue, load_depth=not args.no_depth)
     keys = [k for k in ds.keys() if args.scene is None or k[0] == args.scene]
     if args.scene is not None and not keys:

@@ -78,6 +78,16 @@ def grasp_texts(frame) -> list[str]:
     return list(dict.fromkeys(re.sub(r"^(?:the|its|a)\s+", "", t.strip(), flags=re.I) for t in texts if t))
 
 
+def keyword_objects(prompt: str, catalogue) -> list[str]:
+    """Objects whose name, alias or description the prompt contains as whole words: the check for estimators
+    that resolve prompts with their own network heads (``prompt_resolver: network``), which know only words."""
+    def words(s: str) -> str:
+        return " ".join(re.findall(r"[a-z0-9]+", (s or "").lower()))
+
+    text = f" {words(prompt)} "
+    return [obj.name for obj in catalogue if any(f" {w} " in text for w in map(words, object_texts(obj)) if w)]
+
+
 def split_part(clause: str) -> tuple[str, str | None]:
     """(object phrase, part phrase or None) of one clause, instruction words removed."""
     text = _TAIL.sub("", _LEAD.sub("", clause.strip())).strip(" .!?")

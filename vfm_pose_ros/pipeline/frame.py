@@ -187,3 +187,9 @@ class FramePipeline:
         if sel.withheld:
             result.count("withheld_low_score", sel.withheld)
         result.poses, result.reason = sel.poses, sel.reason
+        if settings.prompt and not sel.poses:
+            resolve = getattr(self.estimator, "resolve_prompt", None)  # cached per prompt
+            resolution = resolve(settings.prompt) if resolve is not None else None
+            if resolution is not None and resolution.names:
+                named = " and ".join(resolution.names)
+                result.reason = f"{named} (prompt {settings.prompt!r}) not in view: {sel.reason}"

@@ -38,7 +38,6 @@ launch file should see the failure rather than a node that is up but silent).
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 import time
@@ -52,6 +51,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import MarkerArray
 
 from ..core.plausibility import GATE_REASONS
+from ..core.prompts import keyword_objects
 from ..core.validation import InvalidInput
 from ..pipeline import CameraFrame, FramePipeline, FrameResult, PipelineSettings
 from . import convert
@@ -88,21 +88,19 @@ def resolve_path(value: str) -> Path:
         return p
 
 
-def prompt_objects(prompt: str, catalogue) -> list[str]:
-    """Catalogue objects a prompt names, by a name variant ("driller", "driller like", "driller_like") or the
-    full description, as whole words. Validates the prompt parameter; backends do their own selection."""
-    from ..models.clip_data import name_variants  # the one definition of how objects are named in prompts
-
-    def words(s: str) -> str:
-        return " ".join(re.findall(r"[a-z0-9]+", (s or "").lower()))
-
-    text = f" {words(prompt)} "
-    found = []
-    for obj in catalogue:
-        names = [words(v) for v in name_variants(obj)] + ([words(obj.description)] if obj.description else [])
-        if any(n and f" {n} " in text for n in names):
-            found.append(obj.name)
-    return found
+def prompt_error(prompt: str, estimator, catalogue, backend: str) -> str | None:
+    """Why a prompt cannot be used (None when it can): by meaning through the estimator's prompt resolver, by
+    whole words for estimators whose network heads resolve prompts."""
+    if backend not in PROMPT_BACKENDS:
+        return None
+    known = ", ".join(catalogue.names)
+    if not prompt.strip():
+        return f"the {backend} backend needs a prompt naming an object (known: {known})"
+    resolve = getattr(estimator, "resolve_prompt", None)
+    resolution = resolve(prompt) if resolve is not None else None
+    if resolution is None:
+        return None if keyword_objects(prompt, catalogue) else f"prompt {prompt!r} names no known object ({known})"
+    return f"{resolution.refusal} (known: {known})" if resolution.refusal else None
 
 
 class PoseNode(Node):
@@ -260,14 +258,7 @@ class PoseNode(Node):
     # ------------------------------------------------------------------ parameters
 
     def _prompt_error(self, prompt: str) -> str | None:
-        if self.backend not in PROMPT_BACKENDS:
-            return None
-        known = ", ".join(self.catalogue.names)
-        if not prompt.strip():
-            return f"the {self.backend} backend needs a prompt naming an object (known: {known})"
-        if not prompt_objects(prompt, self.catalogue):
-            return f"prompt {prompt!r} names no known object (known: {known})"
-        return None
+        return prompt_error(prompt, self.estimator, self.catalogue, self.backend)
 
     def _on_set_parameters(self, params):
         current = dict(self.p)
