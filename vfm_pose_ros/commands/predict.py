@@ -30,6 +30,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def check_prompt(est, prompt: str | None, quiet: bool = False) -> None:
+    """Refuse (ValueError: one line, status 2) a prompt that names nothing; say what it resolves to."""
+    resolution = est.resolve_prompt(prompt) if prompt else None
+    if resolution is None:
+        return
+    if resolution.refusal:
+        raise ValueError(f"--prompt: {resolution.refusal}; name one of {', '.join(est.catalogue.names)} "
+                         "(or add an alias to its catalogue entry)")
+    if not quiet:
+        print("prompt resolves to " + ", ".join(m.name + (f" (grasp {m.grasp})" if m.grasp else "")
+                                                + f" at {m.similarity:.2f}" for m in resolution.matches))
+
+
 def run(args) -> int:
     import numpy as np
     from tqdm import tqdm
@@ -42,14 +55,7 @@ def run(args) -> int:
     if args.no_depth:
         kw["use_depth"] = False
     est = load_estimator(args.checkpoint, device=args.device, backend=args.backend, **kw)
-    resolution = est.resolve_prompt(args.prompt) if args.prompt else None
-    if resolution is not None:
-        if resolution.refusal:
-            raise ValueError(f"--prompt: {resolution.refusal}; name one of {', '.join(est.catalogue.names)} "
-                             "(or add an alias to its catalogue entry)")
-        if not args.quiet:
-            print("prompt resolves to " + ", ".join(f"{m.name}" + (f" (grasp {m.grasp})" if m.grasp else "")
-                                                    + f" at {m.similarity:.2f}" for m in resolution.matches))
+    check_prompt(est, args.prompt, quiet=args.quiet)
     ds = BopDataset(args.dataset, args.split, catalogue=est.catalogue, load_depth=not args.no_depth)
     keys = [k for k in ds.keys() if args.scene is None or k[0] == args.scene]
     if args.scene is not None and not keys:
