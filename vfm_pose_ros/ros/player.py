@@ -29,6 +29,11 @@ Usage (also ``vfm-pose play``)::
   it with ``--summary FILE``.
 
 Stamps are replayed as recorded (with ``--loop`` they repeat each pass, as ``ros2 bag play`` does).
+
+Exit status: 0 (every frame sent, and in lockstep answered), 1 (set-up error: no bag, no subscriber),
+3 (:data:`LOCKSTEP_TIMEOUT_STATUS`: the bag was sent but some frames got no answer in lockstep),
+130 (interrupted by SIGINT or SIGTERM: the player stops between frames, still publishes ``~/done``
+and prints its summary).
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 NODE_NAME = "bag_player"
+LOCKSTEP_TIMEOUT_STATUS = 3  # exit status: replayed, but some frames were never answered in lockstep
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,11 +175,14 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
 
     own = node is None
     if own:
+        from rclpy.signals import SignalHandlerOptions
+
         from .env import configure_ros_env
 
         configure_ros_env()
+        _interrupt_once()
         if not rclpy.ok():
-            rclpy.init(args=rclpy_args)
+            rclpy.init(args=rclpy_args, signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node(NODE_NAME)
     log = node.get_logger()
     executor = SingleThreadedExecutor(context=node.context)
@@ -239,6 +248,22 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
             if rclpy.ok():
                 rclpy.shutdown()
     return summary
+
+
+def _interrupt_once() -> None:
+    """SIGINT / SIGTERM interrupt the replay once (KeyboardInterrupt in the main thread); later ones are ignored
+    while the player publishes ~/done and flushes. rclpy's own handler would instead shut the context down under
+    the spinning thread (a traceback) and leave the replay running."""
+    import signal
+
+    def on_signal(_signum, _frame):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, on_signal)
 
 
 def _lockstep_subscription(node, args):
@@ -372,7 +397,7 @@ def format_summary(s: dict) -> str:
 
 
 def run(args, rclpy_args: list[str] | None = None) -> int:
-    """Play and report; exit code 0, 1 on a setup error (missing bag, no subscriber), 130 when interrupted."""
+    """Play and report; the exit status of the module docstring."""
     from rosbags.rosbag2 import ReaderError
 
     try:
@@ -385,7 +410,14 @@ def run(args, rclpy_args: list[str] | None = None) -> int:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
         args.summary.write_text(json.dumps(summary, indent=2))
         print(f"summary written to {args.summary}")
-    return 130 if summary.get("interrupted") else 0
+    if summary.get("interrupted"):
+        return 130
+    if summary["timeouts"]:
+        print(f"bag_player: {summary['timeouts']} of {summary['frames_sent']} frames got no answer on {args.lockstep} "
+              f"within {args.lockstep_timeout:g} s (lockstep timeouts; exit status {LOCKSTEP_TIMEOUT_STATUS})",
+              file=sys.stderr)
+        return LOCKSTEP_TIMEOUT_STATUS
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
