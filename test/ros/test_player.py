@@ -153,9 +153,11 @@ def test_sigint_stops_the_replay_cleanly(spawn_python, bag, tmp_path):
     out, err = player.communicate(timeout=20)
     consumer.kill()
     assert player.returncode == 130, f"{out}\n{err}"
+    assert "interrupted" in out, out
     assert "Traceback" not in err and "Exception" not in err, err
     s = json.loads(summary.read_text())
-    assert s["interrupted"] and s["frames_sent"] == 1 and s["timeouts"] == 0
+    # the signal can land a moment before the player counts the frame it has just published: 0 or 1 sent
+    assert s["interrupted"] and s["frames_sent"] <= 1 and s["timeouts"] == 0, s
 
 
 def test_timed_replay_keeps_the_recorded_rate(spawn_python, bag, tmp_path):
