@@ -180,7 +180,7 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
         from .env import configure_ros_env
 
         configure_ros_env()
-        _interrupt_once()
+        _INTERRUPT.install()
         if not rclpy.ok():
             rclpy.init(args=rclpy_args, signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node(NODE_NAME)
@@ -209,6 +209,7 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
                      "frames_sent": 0, "frames_answered": 0, "timeouts": 0, "timed_out_stamps": [],
                      "late_answers": 0, "messages_sent": 0, "loops": 0, "skipped_topics": skipped}
     try:
+        _INTERRUPT.arm()
         ls = None
         if lockstep:
             ls = _Lockstep()
@@ -233,6 +234,8 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
     except KeyboardInterrupt:
         summary["interrupted"] = True
     finally:
+        _INTERRUPT.disarm()
+        summary["interrupted"] = summary.get("interrupted") or _INTERRUPT.pending
         summary["timed_out_stamps"] = summary["timed_out_stamps"][:1000]
         if node.context.ok():
             try:
@@ -250,20 +253,43 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
     return summary
 
 
-def _interrupt_once() -> None:
-    """SIGINT / SIGTERM interrupt the replay once (KeyboardInterrupt in the main thread); later ones are ignored
-    while the player publishes ~/done and flushes. rclpy's own handler would instead shut the context down under
-    the spinning thread (a traceback) and leave the replay running."""
-    import signal
+class _Interrupt:
+    """SIGINT / SIGTERM stop the replay (KeyboardInterrupt in the main thread) only while it is armed: one
+    during start-up is held until the replay begins, which then stops at once; one while the player
+    publishes ~/done and flushes lets it finish; later signals are ignored. rclpy's own handler would
+    instead shut the context down under the spinning thread (a traceback) and leave the replay running."""
 
-    def on_signal(_signum, _frame):
+    def __init__(self):
+        self.armed = self.pending = False
+
+    def install(self) -> None:
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, self._on_signal)
+
+    def _on_signal(self, _signum, _frame):
+        import signal
+
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        self.pending = True
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread():
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, on_signal)
+    def arm(self) -> None:
+        self.armed = True
+        if self.pending:
+            self.armed = False
+            raise KeyboardInterrupt
+
+    def disarm(self) -> None:
+        self.armed = False
+
+
+_INTERRUPT = _Interrupt()
 
 
 def _lockstep_subscription(node, args):
