@@ -196,3 +196,45 @@ def test_cli_launch_stops_the_graph_cleanly_when_a_node_fails(tmp_path, ros_env,
     assert "checkpoint not found" in log and "vfm_pose exited with status 1" in log
     assert "vfm_pose_evaluator exited with status 0" in log
     assert (out / "report.json").is_file()
+
+
+@pytest.mark.ros
+def test_benchmark_launch_says_which_node_died_and_reports_incomplete(tmp_path, ros_env, run_launcher):
+    """The pose node dies (here: at start, no checkpoint) under `vfm-pose launch benchmark`: one line names it,
+    the exit status is non-zero, no process prints a traceback on the way out, and the evaluator's report says
+    incomplete, 0 of the bag's frames played, with every ground-truth instance of the bag a failure."""
+    pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not built (interfaces/)")
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from vfm_pose_ros.core.catalogue import Catalogue
+    from vfm_pose_ros.core.types import GroundTruthPose
+    from vfm_pose_ros.data import rosbag as rb
+    from vfm_pose_ros.paths import default_catalogue_dir
+
+    cat = Catalogue.from_dir(default_catalogue_dir())
+    K = np.array([[50.0, 0, 16], [0, 50.0, 12], [0, 0, 1]])
+    rng = np.random.default_rng(0)
+    frames = [SimpleNamespace(scene_id=0, im_id=i, K=K, rgb=rng.integers(0, 256, (24, 32, 3), dtype=np.uint8),
+                              depth=np.full((24, 32), 0.8, np.float32),
+                              gts=[GroundTruthPose(o.class_id, o.name, np.eye(3), np.array([0.0, 0.0, 0.8]))
+                                   for o in cat]) for i in range(3)]
+    bag, out = tmp_path / "bag", tmp_path / "eval"
+    rb.write_frames(frames, bag, cat, progress=False)
+    run = run_launcher([sys.executable, "-m", "vfm_pose_ros.cli", "launch", "benchmark", f"bag:={bag}",
+                        f"checkpoint:={tmp_path}/no.pt", f"output_dir:={out}", "--grace", "30"],
+                       env=ros_env, timeout=180)
+    log = run.stdout + run.stderr
+    assert run.returncode == 1, log
+    died = [line for line in run.stderr.splitlines() if line.startswith("vfm-pose launch:")]
+    assert len(died) == 1 and "vfm_pose died (exit status 1)" in died[0] and "incomplete" in died[0], log
+    assert "Traceback" not in log and "[launch] done" not in log, log
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "incomplete", report["ros"]
+    ros = report["ros"]
+    assert (ros["frames_played"], ros["frames_in_bag"], ros["unplayed_frames"]) == (0, 3, 3)
+    assert report["n_frames"] == 3 and report["overall"]["n_gt"] == 3 * len(cat)
+    assert report["overall"]["n_predicted"] == 0 and report["overall"]["add_s_01d_acc"] == 0.0
+    assert "INCOMPLETE" in (out / "report.md").read_text()

@@ -97,8 +97,11 @@ def test_scorer_matches_in_any_order_and_scores_gaps(catalogue, assert_reports_c
 
 
 def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_reports_close):
+    import copy
+
     import rclpy
     import rclpy.executors
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import String
@@ -130,6 +133,9 @@ def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_repor
         summaries = []
         node.create_subscription(String, "/vfm_pose_evaluator/summary", lambda m: summaries.append(json.loads(m.data)),
                                  10)
+        diagnostics = []
+        node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.extend(
+            s for s in m.status if s.name.startswith("/vfm_pose_evaluator")), 10)
 
         def spin_until(cond, timeout):
             end = time.monotonic() + timeout
@@ -152,9 +158,18 @@ def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_repor
                 pub_depth.publish(depth_msgs[stamp])
                 time.sleep(0.02)  # depth before detections, as the player sends it before the image
             if stamp not in missing:
-                pub_det.publish(convert.poses_to_detection_array(preds, catalogue, header))
+                msg = convert.poses_to_detection_array(preds, catalogue, header)
+                if stamp == frames[1][0]:  # plus a detection of a class the catalogue does not have
+                    ghost = copy.deepcopy(msg.detections[0])
+                    ghost.results[0].hypothesis.class_id = "ghost"
+                    msg.detections.append(ghost)
+                pub_det.publish(msg)
         assert spin_until(lambda: summaries and summaries[-1]["frames_matched"] == 5, 30), summaries[-1:]
         assert summaries[-1]["pending_ground_truth"] == 1  # the frame without detections is still waiting
+        assert summaries[-1]["detections_unknown_class"] == 1 and summaries[-1]["unknown_classes"] == {"ghost": 1}
+        assert spin_until(lambda: diagnostics and dict((kv.key, kv.value) for kv in diagnostics[-1].values).get(
+            "detections_unknown_class") == "1", 10), diagnostics[-1:]
+        assert "ghost" in diagnostics[-1].message and diagnostics[-1].level == DiagnosticStatus.WARN
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -168,6 +183,9 @@ def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_repor
     assert_reports_close({k: rep[k] for k in offline}, offline)
     assert rep["n_frames"] == 6 and rep["overall"]["n_gt"] == 12
     assert rep["ros"]["gaps"] == sorted(missing) and rep["ros"]["frames_matched"] == 5
+    assert rep["ros"]["detections_unknown_class"] == 1 and rep["dataset"]["unknown_obj_ids"] == ["ghost"]
+    assert rep["status"] is None  # no bag given: whether every frame came cannot be known
+    assert "1 detections of classes outside the catalogue" in (out / "report.md").read_text()
     rows = list(csv.DictReader(open(out / "frames.csv")))
     assert len(rows) == 12
     assert {r["detections_received"] for r in rows if int(r["stamp_ns"]) in missing} == {"False"}
@@ -198,3 +216,34 @@ def test_scorer_scores_vsd_with_the_frames_depth(catalogue, assert_reports_close
     offline = ev.report()
     assert rep["overall"]["bop19_average_recall"] is not None
     assert_reports_close({k: rep[k] for k in offline}, offline)
+
+
+def test_frames_never_played_make_the_report_incomplete_and_count_as_failures(catalogue, tmp_path,
+                                                                              assert_reports_close):
+    """A graph stopped early (a node died): the bag's unplayed frames are scored as failures, the report says
+    incomplete with frames played / frames in the bag."""
+    frames = _scenario(catalogue)
+    played = frames[:4]
+    s = Scorer(catalogue, max_points=MAX_POINTS, timeout_s=5.0, frames_in_bag=len(frames),
+               camera=lambda stamp: (K, 640.0))  # the node's: the frame's camera info, else the latest one
+    for stamp, gts, preds in played:
+        s.add_ground_truth(stamp, gts, K, 640.0, now=0.0)
+        s.add_detections(stamp, preds, now=0.0)
+    assert s.report()["status"] == "incomplete"
+    bag_gt = {stamp: gts for stamp, gts, _ in frames}
+    assert s.score_unplayed(bag_gt) == 2
+    assert s.score_unplayed(bag_gt) == 0  # once only
+    rep = s.report()
+    assert rep["status"] == "incomplete" and rep["n_frames"] == 6
+    assert (rep["ros"]["frames_played"], rep["ros"]["frames_in_bag"], rep["ros"]["unplayed_frames"]) == (4, 6, 2)
+    assert rep["ros"]["gaps"] == [] and rep["ros"]["frames_matched"] == 4
+    # the same numbers as offline with no prediction for the two unplayed frames
+    offline = _offline(catalogue, frames, {stamp for stamp, _, _ in frames[4:]})
+    assert_reports_close({k: rep[k] for k in offline}, offline)
+    assert "**INCOMPLETE**: 4 of 6 frames" in markdown_report(rep)
+
+    whole = Scorer(catalogue, max_points=MAX_POINTS, frames_in_bag=len(frames))
+    for stamp, gts, preds in frames:
+        whole.add_ground_truth(stamp, gts, K, 640.0, now=0.0)
+        whole.add_detections(stamp, preds, now=0.0)
+    assert whole.score_unplayed(bag_gt) == 0 and whole.report()["status"] == "complete"

@@ -14,6 +14,7 @@ pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not built (see `vf
 from vfm_pose_ros.core.catalogue import Catalogue, ObjectModel  # noqa: E402
 from vfm_pose_ros.core.types import GroundTruthPose  # noqa: E402
 from vfm_pose_ros.data import rosbag as rb  # noqa: E402
+from vfm_pose_ros.ros import player as player_module  # noqa: E402
 
 pytestmark = pytest.mark.ros
 N_FRAMES = 6
@@ -75,14 +76,14 @@ def bag(tmp_path_factory):
     return path
 
 
-def _run(spawn_python, bag, tmp_path, answer_topic, skip="", timeout_s="10"):
+def _run(spawn_python, bag, tmp_path, answer_topic, skip="", timeout_s="10", status=0):
     answerer = spawn_python("-c", ANSWERER, answer_topic, skip)
     summary = tmp_path / "summary.json"
     player = spawn_python("-m", "vfm_pose_ros.ros.player", str(bag), "--lockstep", answer_topic,
                           "--lockstep-timeout", timeout_s, "--wait-timeout", "30", "--summary", str(summary),
                           "--wait-topics", rb.TOPIC_GT, rb.TOPIC_CAMERA_INFO, "--quiet")
     out, err = player.communicate(timeout=90)
-    assert player.returncode == 0, f"player failed:\n{out}\n{err}"
+    assert player.returncode == status, f"player exit status {player.returncode}, not {status}:\n{out}\n{err}"
     a_out, a_err = answerer.communicate(timeout=30)
     assert answerer.returncode == 0, f"answerer failed:\n{a_out}\n{a_err}"
     report = json.loads(a_out.strip().splitlines()[-1])
@@ -105,7 +106,8 @@ def test_lockstep_delivers_every_frame_once_in_order(spawn_python, bag, tmp_path
 
 def test_lockstep_counts_and_reports_a_missing_answer(spawn_python, bag, tmp_path):
     stamps = [rb.frame_stamp(i, 30) for i in range(N_FRAMES)]
-    summary, report, out = _run(spawn_python, bag, tmp_path, "/test_player/answers2", skip="2", timeout_s="0.5")
+    summary, report, out = _run(spawn_python, bag, tmp_path, "/test_player/answers2", skip="2", timeout_s="0.5",
+                                status=player_module.LOCKSTEP_TIMEOUT_STATUS)  # the exit status says so
     assert report["seen"]["image"] == stamps  # the unanswered frame did not stop the replay
     assert summary["frames_sent"] == N_FRAMES and summary["frames_answered"] == N_FRAMES - 1
     assert summary["timeouts"] == 1 and summary["timed_out_stamps"] == [stamps[2]]
@@ -118,6 +120,44 @@ def test_player_fails_clearly_without_a_consumer(spawn_python, bag, tmp_path):
     out, err = player.communicate(timeout=60)
     assert player.returncode == 1
     assert "subscriber(s) on /camera/color/image_raw" in err
+
+
+# A consumer that never answers and says when the first image came (the player then waits in lockstep).
+SILENT = r"""
+import rclpy
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection3DArray
+rclpy.init()
+node = Node("test_silent")
+node.create_publisher(Detection3DArray, "/test_player/silent", 10)
+node.create_subscription(Image, "/camera/color/image_raw", lambda m: print("image", flush=True), 10)
+while rclpy.ok():
+    rclpy.spin_once(node, timeout_sec=0.1)
+"""
+
+
+def test_sigint_stops_the_replay_cleanly(spawn_python, bag, tmp_path):
+    """What the launcher sends when it stops the graph: the player stops mid-replay, says so, exits 130, and
+    prints no traceback (rclpy's signal handler used to shut its context down under the spinning thread)."""
+    import select
+    import signal
+
+    summary = tmp_path / "interrupted.json"
+    consumer = spawn_python("-c", SILENT)
+    player = spawn_python("-m", "vfm_pose_ros.ros.player", str(bag), "--lockstep", "/test_player/silent",
+                          "--lockstep-timeout", "30", "--wait-timeout", "30", "--summary", str(summary), "--quiet")
+    ready, _, _ = select.select([consumer.stdout], [], [], 60)
+    assert ready and consumer.stdout.readline().strip() == "image", "the player sent no frame"
+    player.send_signal(signal.SIGINT)  # the player now waits up to 30 s for an answer
+    out, err = player.communicate(timeout=20)
+    consumer.kill()
+    assert player.returncode == 130, f"{out}\n{err}"
+    assert "interrupted" in out, out
+    assert "Traceback" not in err and "Exception" not in err, err
+    s = json.loads(summary.read_text())
+    # the signal can land a moment before the player counts the frame it has just published: 0 or 1 sent
+    assert s["interrupted"] and s["frames_sent"] <= 1 and s["timeouts"] == 0, s
 
 
 def test_timed_replay_keeps_the_recorded_rate(spawn_python, bag, tmp_path):

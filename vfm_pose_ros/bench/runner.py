@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .common import machine_info, section
 
-SECTIONS = ("pipeline", "transport", "ros", "evaluator", "renderer", "soak")
+SECTIONS = ("pipeline", "transport", "ros", "evaluator", "renderer", "soak", "phantom")
 
 
 @dataclass
@@ -36,6 +36,8 @@ class BenchOptions:
     soak_frames: int = 10_000
     soak_size: tuple[int, int] = (64, 48)
     soak_backend: str = "dinov2"
+    phantom_frames: int = 200  # empty frames (no catalogue object) through each shipped checkpoint (bench.phantom)
+    phantom_backends: tuple[str, ...] = ("dinov2", "clip", "hybrid")
     frame_size: tuple[int, int] = (640, 480)
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads here and in the node processes (None: torch's default)
@@ -50,7 +52,7 @@ class BenchOptions:
     def quick(cls, **kw) -> BenchOptions:
         """Small configs only, few repeats and frames: a minute or two instead of many."""
         base = dict(real_size=False, repeats=3, warmup=1, ros_frames=5, bag_frames=3, transport_frames=60,
-                    evaluator_frames=200, renderer_frames=5, soak_frames=200)
+                    evaluator_frames=200, renderer_frames=5, soak_frames=200, phantom_frames=20)
         base.update(kw)
         return cls(**base)
 
@@ -233,6 +235,14 @@ def run_bench(opt: BenchOptions, log=print) -> dict:
             log(f"  soak {so['frames']} frames: lost {so['lost_frames']}, RSS growth pose node "
                 f"{so['rss']['pose_node'].get('growth_mb')} MB, evaluator {so['rss']['evaluator'].get('growth_mb')} MB")
 
+    if "phantom" in want:
+        with section(sec, "phantom", log):
+            from .phantom import measure_phantom_rate, phantom_lines
+
+            results["phantom"] = infer(measure_phantom_rate, opt.phantom_frames, opt.phantom_backends,
+                                       *opt.frame_size, device=device, progress=opt.progress)
+            log(phantom_lines(results["phantom"]))
+
     results["machine"]["load_average_after"] = machine_info()["load_average"]
     results["wall_s"] = round(time.monotonic() - t_start, 1)
     results["targets"] = targets(results)
@@ -367,7 +377,9 @@ def targets(res: dict) -> list[dict]:
         r = res.get("ros", {}).get("dinov2/real", {})
         lat = r.get("latency_ms", {}).get("p50")
         add("GPU DINOv2 ViT-B/14 fp16 e2e frames/s", round(1e3 / lat, 1) if lat else None, 150, ">=")
-    return out
+    from .phantom import phantom_targets
+
+    return out + phantom_targets(res.get("phantom"))
 
 
 def _fmt(v, nd=1) -> str:
@@ -462,12 +474,15 @@ def format_tables(res: dict) -> str:
         other.append([f"soak ({so['frames']} frames {so['size']}, {so['backend']})",
                       f"lost {so['lost_frames']}, player {so['player'].get('fps')} frames/s, RSS growth pose "
                       f"{rss['pose_node'].get('growth_mb')} MB, evaluator {rss['evaluator'].get('growth_mb')} MB"])
+    from .phantom import phantom_rows
+
+    other += phantom_rows(res.get("phantom"))
     if other:
         lines += ["", _table(["section", "result"], other)]
     if res.get("targets"):
         rows = [[t["target"], _fmt(t["value"], 2), t["limit"],
                  {True: "met", False: "MISSED", None: "n/a"}[t["met"]]] for t in res["targets"]]
-        lines += ["", "Targets (issue 9 / 10)", _table(["target", "value", "limit", ""], rows)]
+        lines += ["", "Targets (issues 9, 10, 22)", _table(["target", "value", "limit", ""], rows)]
     bad = {k: v for k, v in res.get("sections", {}).items() if v["status"] != "ok"}
     if bad:
         lines += ["", "Sections not completed:"] + [f"  {k}: {v['status']} {v.get('error') or v.get('note', '')}"

@@ -3,6 +3,7 @@
     vfm-pose bench                       # both backends, real sizes + small, ROS, soak of 10,000 frames
     vfm-pose bench --quick               # small configs, few repeats, 200-frame soak (a few minutes)
     vfm-pose bench --backends dinov2 --only pipeline,ros --repeats 20
+    vfm-pose bench --only phantom        # poses published on empty frames, each shipped checkpoint, RGB and RGB-D
 
 Prints each section as it completes, then the tables and the issue's targets, and writes
 everything (with the machine's CPU count, torch threads and load average) to --out as JSON.
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames of the whole-graph soak (default 10000, quick 200; 0 skips it)")
     parser.add_argument("--soak-size", type=_size, default=(64, 48), help="soak image size WxH (default 64x48)")
     parser.add_argument("--soak-backend", default="dinov2", help="backend of the soak's pose node (default dinov2)")
+    parser.add_argument("--phantom-frames", type=int, default=None,
+                        help="empty frames (no catalogue object) of the phantom section, through dinov2, clip and "
+                             "hybrid with and without depth (default 200, quick 20)")
     parser.add_argument("--only", default=None, metavar="SECTIONS",
                         help=f"comma-separated sections to run: {', '.join(SECTIONS)} (default all)")
     parser.add_argument("--no-ros", action="store_true", help="skip everything that needs rclpy")
@@ -81,10 +85,10 @@ def options_from_args(args):
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     if args.soak_backend not in BACKENDS:
         raise ValueError(f"unknown --soak-backend {args.soak_backend!r}; choose from {', '.join(BACKENDS)}")
-    for name in ("repeats", "warmup", "ros_frames", "soak_frames"):
+    for name in ("repeats", "warmup", "ros_frames", "soak_frames", "phantom_frames"):
         value = getattr(args, name)
         if value is not None:
-            if value < 0 or (value == 0 and name in ("repeats", "ros_frames")):
+            if value < 0 or (value == 0 and name in ("repeats", "ros_frames", "phantom_frames")):
                 need = ">= 0" if name in ("soak_frames", "warmup") else "positive"
                 raise ValueError(f"--{name.replace('_', '-')} must be {need}, got {value}")
             kw[name] = value

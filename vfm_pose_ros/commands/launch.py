@@ -8,7 +8,14 @@ as subprocesses with the package's DDS environment (config/fastdds.xml, loopback
 unless set otherwise). Ctrl-C (or SIGTERM) is forwarded to every process as SIGINT, and the
 command waits for them to shut down cleanly (the evaluator writes its report then); a process
 still running after --grace seconds is terminated. The benchmark graph stops by itself when
-the player has sent the whole bag. Exit status: 0, or the first non-zero status of a process.
+the player has sent the whole bag.
+
+When a process dies (an exit status other than its normal ones, e.g. the pose node killed), the
+graph is stopped, one line says which process died and how, and the exit status is its status
+(128 + the signal number when a signal killed it); in the benchmark graph the evaluator's report
+then says ``incomplete`` (frames played / frames in the bag) and counts the unplayed frames as
+failures. A player that sent the whole bag but saw lockstep timeouts makes the exit status 3.
+Otherwise the exit status is 0.
 """
 from __future__ import annotations
 
@@ -52,6 +59,9 @@ class Graph:
         self.out = out
         self.procs: list[tuple[object, subprocess.Popen]] = []
         self.stopping = False
+        self.died: tuple[object, int] | None = None  # (spec, exit status) of the first process that died
+        self.finished_with: dict[str, int] = {}  # node name -> a non-zero status it finished with (player timeouts)
+        self.started_at = time.monotonic()
         self._tmp = tempfile.TemporaryDirectory(prefix="vfm_pose_launch_")
 
     def start(self) -> None:
@@ -94,8 +104,13 @@ class Graph:
                     continue
                 finished.add(proc.pid)
                 print(f"[launch] {spec.name} exited with status {code}", file=self.out, flush=True)
-                if code not in (0, -signal.SIGINT, 130) and not self.stopping:
-                    status = status or code
+                normal = getattr(spec, "finished_statuses", (0,))
+                ended = code in normal or code in (-signal.SIGINT, 130)
+                if code and code in normal:
+                    self.finished_with[spec.name] = code
+                if not ended and not self.stopping:
+                    self.died = self.died or (spec, code)
+                    status = status or exit_status(code)
                     self.stop()
                 elif spec.shutdown_on_exit and not self.stopping:
                     print(f"[launch] {spec.name} finished: shutting down the graph", file=self.out, flush=True)
@@ -108,6 +123,20 @@ class Graph:
             time.sleep(0.1)
         self._tmp.cleanup()
         return status
+
+    def death_line(self, graph: str) -> str | None:
+        """One line saying which process died, how and when (None when none did)."""
+        if self.died is None:
+            return None
+        spec, code = self.died
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.Signals._value2member_map_ \
+            else f"exit status {code}"
+        line = (f"{spec.name} died ({how}) {time.monotonic() - self.started_at:.0f} s after the start; the graph was "
+                "stopped")
+        if graph == "benchmark":
+            line += ": the evaluator's report is incomplete (frames played / frames in the bag; unplayed frames " \
+                    "count as failures)"
+        return line
 
     def _reap(self, finished: set[int]) -> None:
         from ..ros.graph import terminate
@@ -122,6 +151,11 @@ class Graph:
             except subprocess.TimeoutExpired:
                 print(f"[launch] {spec.name} did not stop in {self.grace:g} s: terminating", file=self.out)
                 terminate(proc)
+
+
+def exit_status(code: int) -> int:
+    """A child's status as a shell reports it: 128 + N for a process killed by signal N."""
+    return 128 - code if code < 0 else code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,5 +194,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    died = graph.death_line(args.graph)
+    if died:
+        print(f"vfm-pose launch: {died}", file=sys.stderr, flush=True)
+        return status
+    if status == 0 and graph.finished_with:
+        status = max(graph.finished_with.values())  # e.g. the player's lockstep timeouts (it said how many)
     print(f"[launch] done (status {status})")
     return status

@@ -25,7 +25,12 @@ def markdown_report(report: dict) -> str:
     ros = report.get("ros", {})
     lines += ["", f"{report['n_frames']} frames scored; {ros.get('frames_matched', 0)} matched with detections, "
                   f"{len(ros.get('gaps', []))} without (failures), {ros.get('detections_without_ground_truth', 0)} "
-                  "detection messages without ground truth."]
+                  f"detection messages without ground truth, {ros.get('detections_unknown_class', 0)} detections "
+                  "of classes outside the catalogue (not scored)."]
+    if report.get("status") == "incomplete":
+        lines += ["", f"**INCOMPLETE**: {ros['frames_played']} of {ros['frames_in_bag']} frames of the bag were "
+                      f"played; the ground truth of the {ros['unplayed_frames']} frames never played is scored as "
+                      "failures."]
     return "\n".join(lines) + "\n"
 
 
@@ -38,7 +43,7 @@ class Scorer:
     """
 
     def __init__(self, catalogue, max_points: int | None = None, timeout_s: float = 10.0, frame_ids=None,
-                 camera=None, depth=None, vsd_delta: float = 0.015, objects=None):
+                 camera=None, depth=None, vsd_delta: float = 0.015, objects=None, frames_in_bag: int | None = None):
         from ..core.metrics import PoseEvaluator
 
         self.catalogue = catalogue
@@ -57,6 +62,9 @@ class Scorer:
         self.evaluator = PoseEvaluator(catalogue, max_points=max_points, renderer=renderer, vsd_delta=vsd_delta)
         self.timeout_s = float(timeout_s)
         self.frame_ids = frame_ids or {}  # stamp -> (scene_id, im_id)
+        self.frames_in_bag = frames_in_bag  # None: not known (no bag given), so completeness cannot be judged
+        self.received: set[int] = set()  # stamps of the ground-truth frames that arrived (frames played)
+        self.unplayed: list[int] = []  # bag frames never played, scored as failures (score_unplayed)
         self.lock = threading.Lock()
         self.pending_gt: OrderedDict[int, tuple] = OrderedDict()  # stamp -> (gts, K, width, t)
         self.pending_det: OrderedDict[int, tuple] = OrderedDict()  # stamp -> (poses, t)
@@ -96,6 +104,7 @@ class Scorer:
     def add_ground_truth(self, stamp: int, gts, K=None, width=None, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         with self.lock:
+            self.received.add(stamp)
             gts = self._scored_gts(gts)
             if stamp in self.scored or stamp in self.pending_gt or stamp in self.waiting_camera:
                 self.duplicates += 1
@@ -134,6 +143,22 @@ class Scorer:
             for stamp in [s for s, v in self.waiting_camera.items() if everything or now - v[3] > self.timeout_s]:
                 gts, poses, matched, _ = self.waiting_camera.pop(stamp)
                 self._score(stamp, gts, poses, None, None, matched, force=True)
+
+    def mark_received(self, stamp: int) -> None:
+        """A ground-truth frame arrived but was not usable (the node skipped it): it was played all the same."""
+        with self.lock:
+            self.received.add(stamp)
+
+    def score_unplayed(self, bag_frames: dict) -> int:
+        """Score the ground truth of bag frames (stamp -> ground truth) that never arrived as frames without
+        detections (every instance a failure): the graph stopped before the bag was played. Returns how many."""
+        with self.lock:
+            todo = sorted(s for s in bag_frames if s not in self.received and s not in self.scored)
+            for stamp in todo:
+                self._score(stamp, self._scored_gts(bag_frames[stamp]), [], None, None, matched=False, force=True)
+                self.gaps.remove(stamp)  # gaps: frames played whose detections never came; these were not played
+                self.unplayed.append(stamp)
+        return len(todo)
 
     def camera_arrived(self) -> None:
         """Score the frames that were waiting for intrinsics (the node calls this on camera info)."""
@@ -175,11 +200,21 @@ class Scorer:
                 "objects_scored": sorted(self.objects) if self.objects else None,
                 "objects_left_out": sorted(self.left_out),
             }
+            played = len(self.received)
+            if self.frames_in_bag is not None:
+                rep["status"] = "incomplete" if played < self.frames_in_bag else "complete"
+            else:
+                rep["status"] = None  # no bag given: the frames that should have come are unknown
             rep["ros"] = {
+                "frames_played": played,
+                "frames_in_bag": self.frames_in_bag,
+                "unplayed_frames": len(self.unplayed),
                 "frames_matched": self.matched,
                 "gaps": sorted(self.gaps),
                 "n_gaps": len(self.gaps),
                 "detections_without_ground_truth": self.det_without_gt,
+                "detections_unknown_class": sum(self.unknown_classes.values()),
+                "unknown_classes": dict(sorted(self.unknown_classes.items())),
                 "duplicate_messages": self.duplicates,
                 "pending_ground_truth": len(self.pending_gt),
                 "pending_detections": len(self.pending_det),
@@ -211,7 +246,7 @@ class Scorer:
         o = rep["overall"]
         keep = ("n_gt", "n_predicted", "add_mean_mm", "adds_mean_mm", "rot_err_mean_deg", "trans_err_mean_mm",
                 "add_01d_acc", "add_s_01d_acc", "acc_5cm5deg", "auc_add", "bop19_average_recall")
-        return {"n_frames": rep["n_frames"], **{k: o.get(k) for k in keep}, **rep["ros"],
+        return {"n_frames": rep["n_frames"], "status": rep["status"], **{k: o.get(k) for k in keep}, **rep["ros"],
                 "gaps": rep["ros"]["gaps"][-20:]}
 
 

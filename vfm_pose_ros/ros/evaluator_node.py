@@ -9,13 +9,15 @@ before its detections. A frame is the pair of messages with the *same* header
 stamp; whichever comes first waits up to ``match_timeout_s`` for its partner. Ground truth
 whose detections never come is scored as a frame with no prediction (every instance a
 failure) and listed under ``ros.gaps`` in the report; detections without ground truth are
-counted (``ros.detections_without_ground_truth``) and otherwise ignored.
+counted (``ros.detections_without_ground_truth``) and otherwise ignored, and so are detections of
+classes outside the catalogue (``ros.detections_unknown_class``, by name under ``ros.unknown_classes``).
 
 Scoring is :class:`vfm_pose_ros.core.metrics.PoseEvaluator`, the code ``vfm-pose eval`` uses,
 with the catalogue's meshes, so the report has the same keys and numbers as the offline
 evaluation of the same predictions. Running totals go out once per second as JSON on
-``~/summary`` (std_msgs/String). The report is written to ``output_dir`` as ``report.json``,
-``frames.csv`` (one row per ground-truth instance, with its stamp) and ``report.md``:
+``~/summary`` (std_msgs/String) and as a DiagnosticStatus on ``/diagnostics``. The report is
+written to ``output_dir`` as ``report.json``, ``frames.csv`` (one row per ground-truth instance,
+with its stamp) and ``report.md``:
 
 * on shutdown (Ctrl-C / SIGINT, SIGTERM),
 * on a message on ``~/write_report`` (std_msgs/Empty) or a call of the ``~/write_report``
@@ -24,6 +26,11 @@ evaluation of the same predictions. Running totals go out once per second as JSO
   ``/bag_player/done``, carrying how many frames it sent) and every sent frame has been
   scored, or ``match_timeout_s`` after that announcement; pending ground truth is then
   scored as gaps. With ``exit_after_report`` the node then exits (the benchmark graph ends).
+
+With ``bag`` set, the report says whether the whole bag was played: ``status`` is ``complete`` or
+``incomplete`` (``ros.frames_played`` of ``ros.frames_in_bag``, e.g. when a node of the benchmark
+graph died and the launcher stopped it), and the final report scores the ground truth of the frames
+never played, read from the bag, as failures (``ros.unplayed_frames``).
 
 Ctrl-C does not interrupt a frame being scored: the node finishes it, takes the messages
 already received, scores pending ground truth as gaps and writes the report. Report files are
@@ -65,6 +72,7 @@ def _json_safe(obj):
 
 
 def _make_node_class():
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
@@ -94,7 +102,8 @@ def _make_node_class():
                                  camera=lambda stamp: self._K.get(stamp, self._latest_K),
                                  depth=self._take_depth if self.p["vsd"] else None,
                                  vsd_delta=float(self.p["vsd_delta_mm"]) / 1000.0,
-                                 objects=parse_object_names(self.p["objects"]))
+                                 objects=parse_object_names(self.p["objects"]),
+                                 frames_in_bag=len(frame_ids) or None)
             self._obj_ids = {o.name: o.class_id for o in catalogue}
             self._K: OrderedDict[int, tuple] = OrderedDict()
             self._latest_K = None
@@ -123,6 +132,7 @@ def _make_node_class():
             except ImportError:  # std_srvs is optional (the topic does the same)
                 pass
             self.pub_summary = self.create_publisher(String, "~/summary", 10)
+            self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
             self.create_timer(float(self.p["summary_period_s"]), self._tick)
             self.get_logger().info(f"scoring {self.p['detections_topic']} against {self.p['ground_truth_topic']} "
                                    f"({len(catalogue)} objects from {cat_dir}); report -> {self.p['output_dir']}")
@@ -165,12 +175,14 @@ def _make_node_class():
                    for name, R, t, _ in convert.detection_array_to_list(msg, invalid)]
             if invalid:  # scoring the rest would count the frame's missing instances as the estimator's misses
                 self.scorer.count_problem("ground_truth_invalid_pose", len(invalid))
+                self.scorer.mark_received(stamp)
                 self.get_logger().error(f"ground truth at {stamp} ns has malformed poses {invalid[:3]}; check the "
                                         "bag (frame skipped)", throttle_duration_sec=5.0)
                 return
             unknown = sorted({g.name for g in gts if g.name not in self._obj_ids})
             if unknown:
                 self.scorer.count_problem("ground_truth_unknown_object")
+                self.scorer.mark_received(stamp)
                 self.get_logger().error(f"ground truth names objects not in the catalogue: {unknown}; set "
                                         "catalogue_dir to the catalogue the bag was made with (frame skipped)",
                                         throttle_duration_sec=5.0)
@@ -186,6 +198,10 @@ def _make_node_class():
                 self.scorer.count_problem("detection_invalid_pose", len(invalid))
                 self.get_logger().warning(f"detections at {stamp} ns with malformed poses dropped: {invalid[:3]}",
                                           throttle_duration_sec=5.0)
+            unknown = sorted({p.name for p in poses if p.name not in self._obj_ids})
+            if unknown:  # counted by the scorer (ros.detections_unknown_class); a catalogue mismatch, most likely
+                self.get_logger().warning(f"detections of classes outside the catalogue {unknown} are not scored; "
+                                          "set catalogue_dir to the pose node's catalogue", throttle_duration_sec=5.0)
             self.scorer.add_detections(stamp, poses)
 
         def _on_done(self, msg):
@@ -196,6 +212,22 @@ def _make_node_class():
             self._done_at = time.monotonic()
             self.get_logger().info(f"the bag player finished ({self._frames_sent} frames sent); the report follows "
                                    "once they are scored")
+
+        def _score_unplayed(self) -> None:
+            """The bag's frames that never arrived (the graph stopped early) count as failures in a final report."""
+            in_bag = self.scorer.frames_in_bag
+            if not self.p["bag"] or in_bag is None or len(self.scorer.received) >= in_bag:
+                return
+            from ..data.rosbag import ground_truth_by_stamp
+
+            try:
+                frames = ground_truth_by_stamp(self.p["bag"], self.p["ground_truth_topic"])
+            except (OSError, ValueError) as exc:  # the report still says incomplete; it just cannot score them
+                self.scorer.count_problem("bag_unreadable_for_unplayed_frames")
+                print(f"[{NODE_NAME}] cannot read the ground truth of the unplayed frames from {self.p['bag']}: "
+                      f"{exc}", file=sys.stderr, flush=True)
+                return
+            self.scorer.score_unplayed({s: [g for g in gts if g.name in self._obj_ids] for s, gts in frames.items()})
 
         def _on_trigger(self, request, response):
             path = self.write_report("service call")
@@ -211,19 +243,44 @@ def _make_node_class():
                     self._done_at = None
                     self.write_report("end of bag", final=True)
                     self.finished = bool(self.p["exit_after_report"])
-            self.pub_summary.publish(String(data=json.dumps(_json_safe(self.scorer.summary()))))
+            summary = _json_safe(self.scorer.summary())
+            self.pub_summary.publish(String(data=json.dumps(summary)))
+            self.pub_diag.publish(DiagnosticArray(header=self._header(), status=[self.diagnostics(summary)]))
+
+        def _header(self):
+            from std_msgs.msg import Header
+
+            return Header(stamp=self.get_clock().now().to_msg())
+
+        def diagnostics(self, summary: dict):
+            """The running totals as a DiagnosticStatus (WARN while detections name unknown classes)."""
+            keys = ("n_frames", "frames_played", "frames_in_bag", "frames_matched", "n_gaps", "unplayed_frames",
+                    "detections_without_ground_truth", "detections_unknown_class", "duplicate_messages")
+            values = [KeyValue(key=k, value=str(summary.get(k))) for k in keys]
+            values += [KeyValue(key=f"problem_{k}", value=str(n)) for k, n in summary["input_problems"].items()]
+            level, message = DiagnosticStatus.OK, f"{summary['n_frames']} frames scored"
+            if summary["detections_unknown_class"]:
+                level = DiagnosticStatus.WARN
+                message += (f"; {summary['detections_unknown_class']} detections of classes outside the catalogue "
+                            f"({', '.join(summary['unknown_classes'])})")
+            return DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: evaluation",
+                                    message=message, values=values)
 
         def write_report(self, why: str, final: bool = False) -> Path:
             """Write the report files; ``final`` first scores every pending ground truth as a gap."""
             with self._write_lock:
                 if final:
                     self.scorer.expire(everything=True)
+                    self._score_unplayed()
                 out = Path(self.p["output_dir"])
                 rep = self.scorer.write(out)
-                o = rep["overall"]
+                o, ros = rep["overall"], rep["ros"]
                 acc = "-" if o["add_s_01d_acc"] is None else f"{o['add_s_01d_acc']:.3f}"
                 msg = (f"report ({why}) -> {out}/report.json: {rep['n_frames']} frames, {o['n_gt']} instances, "
-                       f"ADD(-S)-0.1d {acc}, {rep['ros']['n_gaps']} frames without detections")
+                       f"ADD(-S)-0.1d {acc}, {ros['n_gaps']} frames without detections")
+                if rep["status"] == "incomplete":
+                    msg += (f"; INCOMPLETE: {ros['frames_played']} of {ros['frames_in_bag']} frames played, the "
+                            f"{ros['unplayed_frames']} never played scored as failures")
                 if self.context.ok():
                     self.get_logger().info(msg)
                 else:  # after Ctrl-C the context is gone, and with it /rosout

@@ -44,6 +44,7 @@ class NodeSpec:
     module: str | None = None  # python module run with `python -m` by `vfm-pose launch` (no install needed)
     shutdown_on_exit: bool = False  # the whole graph stops when this process ends (the benchmark's player)
     optional: bool = False  # `vfm-pose launch` skips it with a warning when the executable is missing (rviz2)
+    finished_statuses: tuple[int, ...] = (0,)  # exit statuses meaning "ended its work" (any other: it died)
 
     def launch_kwargs(self) -> dict:
         """Keyword arguments for ``launch_ros.actions.Node``."""
@@ -209,8 +210,11 @@ def graph_nodes(args: dict | None = None, graph: str = "pose", strict: bool = Tr
         if evaluate:
             player_args += ["--wait-topics", "/ground_truth/detections"]
         # the benchmark ends with its evaluator's report (or, without an evaluator, when the bag is sent)
+        from .player import LOCKSTEP_TIMEOUT_STATUS  # the bag was sent; some frames went unanswered
+
         nodes.append(NodeSpec(PACKAGE, "bag_player", PLAYER_NODE, namespace, arguments=player_args,
-                              module="vfm_pose_ros.ros.player", shutdown_on_exit=graph == "benchmark" and not evaluate))
+                              module="vfm_pose_ros.ros.player", shutdown_on_exit=graph == "benchmark" and not evaluate,
+                              finished_statuses=(0, LOCKSTEP_TIMEOUT_STATUS)))
     nodes.append(NodeSpec(PACKAGE, "pose_node", POSE_NODE, namespace, parameters=params,
                           module="vfm_pose_ros.ros.pose_node"))
     if evaluate:

@@ -29,6 +29,11 @@ Usage (also ``vfm-pose play``)::
   it with ``--summary FILE``.
 
 Stamps are replayed as recorded (with ``--loop`` they repeat each pass, as ``ros2 bag play`` does).
+
+Exit status: 0 (every frame sent, and in lockstep answered), 1 (set-up error: no bag, no subscriber),
+3 (:data:`LOCKSTEP_TIMEOUT_STATUS`: the bag was sent but some frames got no answer in lockstep),
+130 (interrupted by SIGINT or SIGTERM: the player stops between frames, still publishes ``~/done``
+and prints its summary).
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 NODE_NAME = "bag_player"
+LOCKSTEP_TIMEOUT_STATUS = 3  # exit status: replayed, but some frames were never answered in lockstep
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,11 +175,14 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
 
     own = node is None
     if own:
+        from rclpy.signals import SignalHandlerOptions
+
         from .env import configure_ros_env
 
         configure_ros_env()
+        _INTERRUPT.install()
         if not rclpy.ok():
-            rclpy.init(args=rclpy_args)
+            rclpy.init(args=rclpy_args, signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node(NODE_NAME)
     log = node.get_logger()
     executor = SingleThreadedExecutor(context=node.context)
@@ -200,6 +209,7 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
                      "frames_sent": 0, "frames_answered": 0, "timeouts": 0, "timed_out_stamps": [],
                      "late_answers": 0, "messages_sent": 0, "loops": 0, "skipped_topics": skipped}
     try:
+        _INTERRUPT.arm()
         ls = None
         if lockstep:
             ls = _Lockstep()
@@ -224,6 +234,8 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
     except KeyboardInterrupt:
         summary["interrupted"] = True
     finally:
+        _INTERRUPT.disarm()
+        summary["interrupted"] = summary.get("interrupted") or _INTERRUPT.pending
         summary["timed_out_stamps"] = summary["timed_out_stamps"][:1000]
         if node.context.ok():
             try:
@@ -239,6 +251,45 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
             if rclpy.ok():
                 rclpy.shutdown()
     return summary
+
+
+class _Interrupt:
+    """SIGINT / SIGTERM stop the replay (KeyboardInterrupt in the main thread) only while it is armed: one
+    during start-up is held until the replay begins, which then stops at once; one while the player
+    publishes ~/done and flushes lets it finish; later signals are ignored. rclpy's own handler would
+    instead shut the context down under the spinning thread (a traceback) and leave the replay running."""
+
+    def __init__(self):
+        self.armed = self.pending = False
+
+    def install(self) -> None:
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, self._on_signal)
+
+    def _on_signal(self, _signum, _frame):
+        import signal
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        self.pending = True
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+
+    def arm(self) -> None:
+        self.armed = True
+        if self.pending:
+            self.armed = False
+            raise KeyboardInterrupt
+
+    def disarm(self) -> None:
+        self.armed = False
+
+
+_INTERRUPT = _Interrupt()
 
 
 def _lockstep_subscription(node, args):
@@ -372,7 +423,7 @@ def format_summary(s: dict) -> str:
 
 
 def run(args, rclpy_args: list[str] | None = None) -> int:
-    """Play and report; exit code 0, 1 on a setup error (missing bag, no subscriber), 130 when interrupted."""
+    """Play and report; the exit status of the module docstring."""
     from rosbags.rosbag2 import ReaderError
 
     try:
@@ -385,7 +436,14 @@ def run(args, rclpy_args: list[str] | None = None) -> int:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
         args.summary.write_text(json.dumps(summary, indent=2))
         print(f"summary written to {args.summary}")
-    return 130 if summary.get("interrupted") else 0
+    if summary.get("interrupted"):
+        return 130
+    if summary["timeouts"]:
+        print(f"bag_player: {summary['timeouts']} of {summary['frames_sent']} frames got no answer on {args.lockstep} "
+              f"within {args.lockstep_timeout:g} s (lockstep timeouts; exit status {LOCKSTEP_TIMEOUT_STATUS})",
+              file=sys.stderr)
+        return LOCKSTEP_TIMEOUT_STATUS
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
