@@ -22,14 +22,6 @@ INPUTS = {"rgbd": True, "rgb": False}  # key -> with depth
 SCENE_STREAM = 7  # a stream of the scene generator no other benchmark or split draws from
 
 
-def node_selection():
-    """The pose node's selection function (validity, score threshold, gates, numbering): the one place this
-    module imports it from, so it follows the node wherever that code lives."""
-    from ..ros.pose_node import select_poses
-
-    return select_poses
-
-
 def empty_frames(catalogue, n: int, width: int = 640, height: int = 480, seed: int = 0):
     """``n`` rendered frames (SyntheticFrame) with background and distractors only, depth included."""
     from ..data.scenes import SceneConfig, SceneGenerator
@@ -41,24 +33,20 @@ def empty_frames(catalogue, n: int, width: int = 640, height: int = 480, seed: i
 
 
 def published_poses(estimator, catalogue, rgb, K, depth, params: dict) -> tuple[list, list[str]]:
-    """(poses the node would publish for this frame, why each other result was dropped): the node's frame
-    check, estimator call and selection, with the node's parameters ``params`` (config/pose.yaml keys)."""
-    from ..core.plausibility import GateConfig, check_pose
-    from ..core.types import Frame
-    from ..core.validation import validate_frame
+    """(poses the node would publish for this frame, why each other result was dropped): the node's own
+    FramePipeline with the node's parameters ``params`` (config/pose.yaml keys)."""
+    from ..pipeline import CameraFrame, FramePipeline, PipelineSettings
 
     h, w = rgb.shape[:2]
-    check = validate_frame(rgb, K, depth if params["use_depth"] else None, camera_size=(w, h))
-    frame = Frame(rgb=rgb, K=K, depth=check.depth, prompt=params["prompt"] or None)
-    gate = None
-    if params["plausibility_gates"]:
-        cfg = GateConfig.from_params(params)
-        gate = lambda p: check_pose(p.R, p.t, catalogue[p.name], K, (w, h), frame.depth, cfg)  # noqa: E731
-    sel = node_selection()(estimator.predict(frame), catalogue, float(params["score_threshold"]),
-                           params["prompt"], gate=gate)
-    dropped = ["low_score"] * sel.withheld + [f.code for _, f in sel.gated] \
-        + ["bad_pose"] * len(sel.rejected) + ["unknown_object"] * len(sel.unknown)
-    return sel.poses, dropped
+    pipeline = FramePipeline(estimator, catalogue, PipelineSettings.from_params(params))
+    result = pipeline.process(CameraFrame(rgb=rgb, K=K, depth=depth, camera_size=(w, h)))
+    if result.outcome == "failed":
+        raise result.error
+    dropped = [key.removeprefix("withheld_")
+               for key, n in result.counters.items() if key.startswith("withheld_") for _ in range(n)]
+    dropped += ["bad_pose"] * result.counters.get("poses_rejected_bad_pose", 0)
+    dropped += ["unknown_object"] * result.counters.get("unknown_object", 0)
+    return result.poses, dropped
 
 
 def load_shipped(backend: str, device: str):
