@@ -2,7 +2,16 @@
 import numpy as np
 import pytest
 
-from vfm_pose_ros.core.icp import clean_observed, refine_icp, refine_with_depth, uniform_rotations, visible_mask
+from vfm_pose_ros.core.icp import (
+    DepthStageConfig,
+    ICPSettings,
+    SurfaceModel,
+    clean_observed,
+    refine_icp,
+    refine_with_depth,
+    uniform_rotations,
+    visible_mask,
+)
 from vfm_pose_ros.core.transforms import axis_angle_to_matrix, depth_to_points, transform_points
 
 o3d = pytest.importorskip("open3d")
@@ -58,7 +67,7 @@ def test_icp_converges_from_10deg_20mm(scene, axis):
     dR = axis_angle_to_matrix(np.radians(10.0) * np.asarray(axis, float) / np.linalg.norm(axis))
     R0, t0 = dR @ R, t + np.array([0.012, -0.010, 0.0122])  # |dt| = 20 mm
     assert _add_mm(R0, t0, R, t, pts) > 15
-    res = refine_icp(R0, t0, pts, obs, model_normals=normals)
+    res = refine_icp(R0, t0, SurfaceModel(pts, normals), obs)
     assert res is not None
     assert _add_mm(res.R, res.t, R, t, pts) < 2.0
     assert res.fitness > 0.9 and res.rmse < 0.004  # rmse is bounded by the 3000-point sampling spacing
@@ -69,14 +78,14 @@ def test_icp_single_start_and_estimated_normals(scene):
     mesh, pts, _, R, t, depth = scene
     obs = depth_to_points(depth, K, stride=2)
     R0 = axis_angle_to_matrix(np.radians([4.0, -3.0, 2.0])) @ R
-    res = refine_icp(R0, t + np.array([0.0, 0.0, 0.03]), pts, obs, n_starts=1)
+    res = refine_icp(R0, t + np.array([0.0, 0.0, 0.03]), SurfaceModel(pts), obs, ICPSettings(n_starts=1))
     assert res is not None and res.start == 0
     assert _add_mm(res.R, res.t, R, t, pts) < 3.0
 
 
 def test_icp_too_few_points(scene):
     _, pts, normals, R, t, _ = scene
-    assert refine_icp(R, t, pts, np.zeros((5, 3)) + [0, 0, 0.6], model_normals=normals) is None
+    assert refine_icp(R, t, SurfaceModel(pts, normals), np.zeros((5, 3)) + [0, 0, 0.6]) is None
 
 
 def test_visible_mask_and_clean(scene):
@@ -109,8 +118,8 @@ def test_global_search_recovers_a_pose_turned_round(scene, flip_axis):
     axis = np.asarray(flip_axis, float) / np.linalg.norm(flip_axis)
     R0 = axis_angle_to_matrix(np.radians(150.0) * axis) @ R
     diameter = float(np.linalg.norm(mesh.extents))
-    R1, t1, fitness = refine_with_depth(R0, t + 0.05, obs, pts, normals, diameter, global_rotations=300,
-                                        global_starts=5)
+    R1, t1, fitness = refine_with_depth(R0, t + 0.05, obs, SurfaceModel(pts, normals, diameter),
+                                        DepthStageConfig(global_rotations=300, global_starts=5))
     assert fitness is not None and fitness > 0.8
     assert _add_mm(R1, t1, R, t, pts) < 2.0
 
@@ -122,8 +131,8 @@ def test_threaded_depth_stage_gives_the_serial_answer(scene):
     obs = depth_to_points(depth, K, stride=2)
     R0 = axis_angle_to_matrix(np.radians(150.0) * np.array([0.0, 1.0, 0.0])) @ R
     diameter = float(np.linalg.norm(mesh.extents))
-    runs = [refine_with_depth(R0, t + 0.05, obs, pts, normals, diameter, global_rotations=300, global_starts=5,
-                              threads=n) for n in (1, 3)]
+    runs = [refine_with_depth(R0, t + 0.05, obs, SurfaceModel(pts, normals, diameter),
+                              DepthStageConfig(global_rotations=300, global_starts=5, threads=n)) for n in (1, 3)]
     np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-9)
     np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-9)
     assert abs(runs[0][2] - runs[1][2]) < 1e-9 and _add_mm(*runs[1][:2], R, t, pts) < 2.0

@@ -12,6 +12,7 @@ from vfm_pose_ros.core import metrics as M
 from vfm_pose_ros.core.catalogue import Catalogue, ObjectModel, Symmetry
 from vfm_pose_ros.core.transforms import axis_angle_to_matrix
 from vfm_pose_ros.core.types import GroundTruthPose, ObjectPose
+from vfm_pose_ros.report.tables import format_report
 
 # Corners of a cube of side 2 centred at the origin, and a tetrahedron with no symmetry.
 CUBE = np.array([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)])
@@ -312,7 +313,7 @@ def test_overall_pools_instances_and_mean_over_objects_averages_objects():
     assert rep["overall"]["add_s_01d_acc"] == pytest.approx(2 / 3)
     assert rep["mean_over_objects"]["add_s_01d_acc"] == pytest.approx(0.5)
     assert rep["n_frames"] == 2
-    table = M.format_report(rep)
+    table = format_report(rep)
     assert "cube" in table and "overall" in table and "ADD(-S).1d" in table
 
 

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from vfm_pose_ros.core.affine import window_affine
 from vfm_pose_ros.core.catalogue import Catalogue, GraspFrame, ObjectModel, Symmetry, box_corners
 from vfm_pose_ros.core.transforms import axis_angle_to_matrix, is_rotation, make_T, project
 from vfm_pose_ros.core.types import Frame, GroundTruthPose, ObjectPose
 from vfm_pose_ros.models import clip
 from vfm_pose_ros.models.backbones import WeightsUnavailable
-from vfm_pose_ros.models.clip_data import decode_pose, encode_pose, ray_rotation, window_affine
+from vfm_pose_ros.models.clip_data import decode_pose, encode_pose, ray_rotation
 from vfm_pose_ros.models.clip_net import create_clip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

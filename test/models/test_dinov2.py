@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from vfm_pose_ros.core.affine import out_grid
 from vfm_pose_ros.core.metrics import add, adi
+from vfm_pose_ros.core.symmetry import canonical_pose
 from vfm_pose_ros.core.types import Frame, ObjectPose
 from vfm_pose_ros.models import dinov2
 from vfm_pose_ros.models.backbones import WeightsUnavailable
@@ -43,7 +45,7 @@ def test_vote_targets_point_at_projected_keypoints(catalogue, scene):
     ds = dinov2.make_dataset(_Frames([scene]), catalogue, {**TINY, "img_size": 112}, train=False)
     sample = ds[1]
     label = sample["label"]
-    grid = torch.from_numpy(dinov2.out_grid(112)).float()
+    grid = torch.from_numpy(out_grid(112, dinov2.OUT_STRIDE)).float()
     vec = sample["vec"].view(2, 9, 2, 28, 28)
     for ci in range(2):
         sel = label == ci + 1
@@ -82,41 +84,19 @@ def test_canonical_pose_continuous_symmetry(catalogue):
     R = axis_angle_to_matrix([0.3, -0.8, 0.2])
     t = np.array([0.05, 0.02, 0.7])
     R2 = R @ axis_angle_to_matrix([0, 0, 1.3])  # same appearance: rotated about the can's axis
-    c1, c2 = dinov2.canonical_pose(can, R, t), dinov2.canonical_pose(can, R2, t)
+    c1, c2 = canonical_pose(can, R, t), canonical_pose(can, R2, t)
     assert np.allclose(c1[0], c2[0], atol=1e-9) and np.allclose(c1[1], c2[1])
     S = R.T @ c1[0]  # the change must be a rotation about the can's own axis (a symmetric equivalent)
     assert np.allclose(S @ [0, 0, 1], [0, 0, 1], atol=1e-9) and np.allclose(c1[1], t)
     drill = catalogue["driller_like"]
-    assert np.allclose(dinov2.canonical_pose(drill, R, t)[0], R)
-
-
-class OracleEstimator(dinov2.Estimator):
-    """The real estimator with the network replaced by perfect outputs made from the ground truth."""
-
-    def _run(self, crops, timer, affines=None, frames=None):
-        import cv2
-
-        S = crops[0].shape[0]
-        n = S // dinov2.OUT_STRIDE
-        segs, vecs = [], []
-        for A, fr in zip(affines, frames):
-            label_full = np.zeros(fr.shape, np.uint8)
-            for g in fr.gts:
-                label_full[g.mask] = self.names.index(g.name) + 1
-            label = cv2.warpAffine(label_full, dinov2.out_affine(A), (n, n), flags=cv2.INTER_NEAREST)
-            segs.append(torch.nn.functional.one_hot(torch.from_numpy(label).long(), len(self.names) + 1)
-                        .permute(2, 0, 1).float())
-            kps = {nm: self.keypoints[i] for i, nm in enumerate(self.names)}
-            vecs.append(torch.from_numpy(dinov2.vote_targets(fr.gts, fr.K, A, self.names, kps, self.catalogue, S)))
-        with timer("backbone"):  # stands in for the network's stages
-            return {"seg": torch.stack(segs), "vec": torch.stack(vecs)}
+    assert np.allclose(canonical_pose(drill, R, t)[0], R)
 
 
 @pytest.mark.parametrize("use_depth", [False, True])
 def test_pipeline_with_oracle_head_recovers_poses(catalogue, scene, use_depth):
     """Detection, crops, voting, PnP and ICP glued correctly: perfect head outputs give the true poses."""
     net = dinov2.build_net({**TINY, "img_size": 112, "icp_starts": 3}, catalogue)
-    est = OracleEstimator(net, catalogue, device="cpu")
+    est = dinov2.OracleEstimator(net, catalogue, device="cpu")
     frame = Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth if use_depth else None)
     frame.gts = scene.gts  # what the oracle reads
     poses = est.predict(frame)
@@ -135,7 +115,7 @@ def test_pipeline_with_oracle_head_recovers_poses(catalogue, scene, use_depth):
 
 def test_external_boxes_skip_detection(catalogue, scene):
     net = dinov2.build_net({**TINY, "img_size": 112}, catalogue)
-    est = OracleEstimator(net, catalogue, device="cpu")
+    est = dinov2.OracleEstimator(net, catalogue, device="cpu")
     g = next(g for g in scene.gts if g.name == "driller_like")
     ys, xs = np.nonzero(g.mask)
     box = np.array([xs.min(), ys.min(), xs.max(), ys.max()])
@@ -218,7 +198,7 @@ def test_bad_img_size():
 
 def test_depth_alone_poses_an_object_when_pnp_has_nothing(catalogue, scene):
     """R = None (PnP failed): the depth search over SO(3) poses the object from its mask's cloud alone."""
-    est = OracleEstimator(dinov2.build_net(TINY, catalogue), catalogue, device="cpu")
+    est = dinov2.OracleEstimator(dinov2.build_net(TINY, catalogue), catalogue, device="cpu")
     g = next(g for g in scene.gts if g.name == "driller_like")
     frame = Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth)
     R, t, fitness = est.refine_depth("driller_like", None, None, frame, g.mask)

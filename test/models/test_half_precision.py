@@ -19,6 +19,7 @@ from vfm_pose_ros.core import tracking as tracking_mod
 from vfm_pose_ros.core.catalogue import Catalogue
 from vfm_pose_ros.core.types import Frame, ObjectPose
 from vfm_pose_ros.models import clip, dinov2, training
+from vfm_pose_ros.models.dinov2 import estimator as dinov2_estimator
 from vfm_pose_ros.models.training import fit
 from vfm_pose_ros.paths import default_catalogue_dir
 
@@ -63,8 +64,8 @@ class StageGuard:
     def __init__(self, monkeypatch):
         self.calls: dict[str, int] = {}
         self.net_dtypes: set[torch.dtype] = set()
-        self._wrap(monkeypatch, dinov2, "ransac_vote", self._vote)
-        self._wrap(monkeypatch, dinov2, "solve_pnp", self._pnp)
+        self._wrap(monkeypatch, dinov2_estimator, "ransac_vote", self._vote)
+        self._wrap(monkeypatch, dinov2_estimator, "solve_pnp", self._pnp)
         self._wrap(monkeypatch, clip, "decode_pose", self._decode)
         self._wrap(monkeypatch, icp_mod, "refine_with_depth", self._icp)
         self._wrap(monkeypatch, tracking_mod, "warm_start_icp", self._track)
@@ -97,12 +98,12 @@ class StageGuard:
         assert isinstance(logz, float), f"log depth: {type(logz).__name__}"
 
     @staticmethod
-    def _icp(R, t, observed, pts, normals, *args, **kwargs):
+    def _icp(R, t, observed, model, *args, **kwargs):
         _numpy_float("ICP start R", R)
         _numpy_float("ICP start t", t)
         _numpy_float("ICP depth cloud", observed)
-        _numpy_float("ICP model points", pts)
-        _numpy_float("ICP model normals", normals)
+        _numpy_float("ICP model points", model.points)
+        _numpy_float("ICP model normals", model.normals)
 
     @staticmethod
     def _track(R, t, pts, normals, diameter, depth, K, **kwargs):

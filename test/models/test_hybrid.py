@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from vfm_pose_ros.core.affine import apply_affine, in_box, invert_affine
 from vfm_pose_ros.core.metrics import add, adi
 from vfm_pose_ros.core.types import Frame, ObjectPose, Prediction
 from vfm_pose_ros.models import clip, dinov2, hybrid, load_estimator
@@ -155,7 +156,7 @@ def oracle_hybrid(checkpoints, catalogue, monkeypatch):
         def spy_run(crops, timer, affines=None, frames=None):
             if seen["in_stage2"]:
                 for A in affines:  # the image point at each stage-2 crop's centre
-                    seen["crops"].append(dinov2.apply_affine(dinov2.invert_affine(A), [[55.5, 55.5]])[0])
+                    seen["crops"].append(apply_affine(invert_affine(A), [[55.5, 55.5]])[0])
             return real_run(crops, timer, affines, frames)
 
         monkeypatch.setattr(d, "predict_batch", spy_predict)
@@ -191,13 +192,13 @@ def test_prompt_selects_object_and_dinov2_poses_it_in_its_region(oracle_hybrid, 
     assert 0 < p.score <= 1 and p.geometry_score is not None
     # the DINOv2 stage saw only the chosen object's region: its boxes and every stage-2 crop centre
     assert [set(b) for b in seen["boxes"]] == [{target}]
-    assert seen["crops"] and all(dinov2.in_box([c], coarse[target], 0.05)[0] for c in seen["crops"])
+    assert seen["crops"] and all(in_box([c], coarse[target], 0.05)[0] for c in seen["crops"])
     other = next(n for n in gts if n != target)  # (the two objects' boxes overlap in this scene)
     centre = lambda b: np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])  # noqa: E731
     assert all(np.linalg.norm(c - centre(gt_box(gts[target]))) < np.linalg.norm(c - centre(gt_box(gts[other])))
                for c in seen["crops"])
     if region == "match":  # DINOv2's tight component box replaced CLIP's coarse one
-        assert dinov2.in_box(np.reshape(p.box_2d, (2, 2)), coarse[target]).all()
+        assert in_box(np.reshape(p.box_2d, (2, 2)), coarse[target]).all()
         assert not np.allclose(p.box_2d, coarse[target])
     else:
         assert np.allclose(p.box_2d, coarse[target])
@@ -220,7 +221,7 @@ def test_without_prompt_every_object_clip_finds(oracle_hybrid, scene, catalogue)
 @pytest.mark.parametrize("fallback", ["clip", "none"])
 def test_fallback_when_dinov2_finds_nothing(oracle_hybrid, scene, fallback):
     empty = np.array([560.0, 400.0, 630.0, 470.0])  # a corner with no object: DINOv2's votes have no mask there
-    assert not any(dinov2.in_box([[(empty[0] + empty[2]) / 2, (empty[1] + empty[3]) / 2]], gt_box(g))[0]
+    assert not any(in_box([[(empty[0] + empty[2]) / 2, (empty[1] + empty[3]) / 2]], gt_box(g))[0]
                    for g in scene.gts)
     est, _, _ = oracle_hybrid({"driller_like": empty}, {"driller_like": "handle"}, region="clip", fallback=fallback)
     out = est.predict(make_frame(scene, "the driller", depth=False))

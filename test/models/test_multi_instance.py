@@ -1,6 +1,6 @@
 """Several instances of one object in one image: DINOv2 stage 1 splits an object's mask into instances.
 
-The network is the instance-aware oracle (dinov2.OracleEstimator: perfect segmentation and vote
+The network is the instance-aware oracle (models/dinov2/oracle.py: perfect segmentation and vote
 fields from the ground truth), so what is tested is the instance logic: connected components, one
 crop per instance, votes and ICP points kept on their own instance, numbering, duplicate removal.
 """
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from vfm_pose_ros.core.affine import in_box
 from vfm_pose_ros.core.metrics import add
 from vfm_pose_ros.core.transforms import axis_angle_to_matrix
 from vfm_pose_ros.core.types import Frame, GroundTruthPose, ObjectPose
@@ -86,7 +87,7 @@ def test_detection_gives_one_box_per_instance(oracle, two_drillers):
     for g in (g for g in gts if g.name == "driller_like"):  # every copy's mask centre lies in one of the boxes
         ys, xs = np.nonzero(g.mask)
         c = np.array([[xs.mean(), ys.mean()]])
-        assert sum(bool(dinov2.in_box(c, b)[0]) for b, _ in det["driller_like"]) == 1
+        assert sum(bool(in_box(c, b)[0]) for b, _ in det["driller_like"]) == 1
 
 
 def test_external_boxes_array_of_instances(oracle, two_drillers, catalogue):

@@ -62,3 +62,21 @@ def test_a_bad_value_at_start_exits_with_one_line(spawn_python, tmp_path, module
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert name in lines[0] and "must be" in lines[0] and "checkpoint" not in lines[0]
+
+
+def test_config_pose_yaml_marks_exactly_the_dynamic_parameters():
+    """A parameter's comment in config/pose.yaml (or its section's header) says "(dynamic)" exactly when the
+    table lets it change while the node runs."""
+    import re
+
+    from vfm_pose_ros.paths import SOURCE_ROOT
+
+    section_dynamic, marked = False, {}
+    for line in (SOURCE_ROOT / "config" / "pose.yaml").read_text().splitlines():
+        if re.match(r"\s*# ---", line):
+            section_dynamic = "(dynamic)" in line
+        elif m := re.match(r"\s+(\w+):\s*[^#\s][^#]*(#.*)?$", line):
+            if m.group(1) in POSE_PARAMS:
+                marked[m.group(1)] = section_dynamic or "(dynamic" in (m.group(2) or "")
+    assert set(marked) == set(POSE_PARAMS)
+    assert {n for n, d in marked.items() if d} == {n for n, p in POSE_PARAMS.items() if p.dynamic}

@@ -41,7 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.catalogue_loader import parse_object_names
-    from ..core.metrics import format_report
     from ..data.bop import BopDataset, read_results_csv
     from ..data.evaluation import (
         default_targets,
@@ -51,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_catalogue,
         vsd_delta_for,
     )
+    from ..report.tables import format_report
 
     try:
         targets = default_targets(args.dataset, args.split) if args.targets == "auto" else args.targets

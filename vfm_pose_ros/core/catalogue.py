@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .symmetry import Symmetry, symmetry_from_spec
 from .transforms import make_T, quat_to_matrix
 
 
@@ -42,61 +43,6 @@ class GraspFrame:
     T: np.ndarray  # 4x4, object frame -> grasp frame, metres
     description: str = ""  # a noun phrase that reads after "grasp it by": "the orange pistol-grip handle"
     aliases: list[str] = field(default_factory=list)  # other words for the part: "grip", "trigger"
-
-
-@dataclass
-class Symmetry:
-    """An object's symmetries, BOP style (``models_info.json``), in metres.
-
-    ``transforms`` are the discrete symmetry transforms *without* the identity;
-    ``axis``/``offset`` describe one continuous rotational symmetry. BOP allows
-    both at once (e.g. T-LESS: a continuous axis plus a flip), so ``kind`` is
-    "continuous" whenever an axis is set, whether or not transforms are present.
-    """
-
-    kind: str = "none"  # none | discrete | continuous
-    transforms: list[np.ndarray] = field(default_factory=list)  # discrete 4x4, metres
-    axis: np.ndarray | None = None  # continuous
-    offset: np.ndarray | None = None
-
-    @property
-    def is_symmetric(self) -> bool:
-        return self.kind != "none"
-
-    def to_bop(self) -> dict:
-        """The ``models_info.json`` symmetry fields (millimetres)."""
-        info: dict = {}
-        if self.transforms:
-            flat = []
-            for T in self.transforms:
-                T = np.asarray(T, dtype=float).reshape(4, 4).copy()
-                T[:3, 3] *= 1000.0
-                flat.append([float(v) for v in T.reshape(-1)])
-            info["symmetries_discrete"] = flat
-        if self.kind == "continuous" and self.axis is not None:
-            offset = np.zeros(3) if self.offset is None else np.asarray(self.offset, dtype=float)
-            info["symmetries_continuous"] = [
-                {"axis": [float(v) for v in self.axis], "offset": [float(v) * 1000.0 for v in offset]}
-            ]
-        return info
-
-    @classmethod
-    def from_bop(cls, info: dict) -> Symmetry:
-        """Read BOP's ``symmetries_discrete`` (flattened 4x4, mm) and ``symmetries_continuous`` (axis, offset mm).
-
-        BOP allows several continuous axes; only the first is kept (no BOP dataset has more than one).
-        """
-        transforms = []
-        for flat in info.get("symmetries_discrete", []) or []:
-            T = np.asarray(flat, dtype=float).reshape(4, 4).copy()
-            T[:3, 3] /= 1000.0
-            transforms.append(T)
-        cont = info.get("symmetries_continuous", []) or []
-        if cont:
-            axis = np.asarray(cont[0]["axis"], dtype=float)
-            offset = np.asarray(cont[0].get("offset", [0, 0, 0]), dtype=float) / 1000.0
-            return cls("continuous", transforms, axis, offset)
-        return cls("discrete" if transforms else "none", transforms)
 
 
 @dataclass
@@ -291,24 +237,6 @@ def grasp_frames_from_spec(spec: dict | None, where: str = "") -> dict[str, Gras
 _grasp_frames = grasp_frames_from_spec  # the name data.procedural imports
 
 
-def _symmetry(spec: dict | None, where="") -> Symmetry:
-    spec = spec or {}
-    kind = spec.get("type", "none")
-    if kind not in ("none", "discrete", "continuous"):
-        raise ValueError(f"{where}symmetry type must be none, discrete or continuous; got {kind!r}")
-    if kind == "continuous" and "axis" not in spec:
-        raise ValueError(f"{where}a continuous symmetry needs an 'axis' (e.g. axis: [0, 0, 1])")
-    transforms = [np.asarray(T, dtype=float).reshape(4, 4) for T in spec.get("transforms", []) or []]
-    if kind == "discrete" and not transforms:
-        raise ValueError(f"{where}a discrete symmetry needs 'transforms' (4x4 matrices in metres, identity excluded)")
-    return Symmetry(
-        kind=kind,
-        transforms=transforms,
-        axis=np.asarray(spec["axis"], dtype=float) if "axis" in spec else None,
-        offset=np.asarray(spec.get("offset", [0, 0, 0]), dtype=float),
-    )
-
-
 def load_object_yaml(path) -> ObjectModel:
     import yaml
 
@@ -333,7 +261,7 @@ def load_object_yaml(path) -> ObjectModel:
         vertex_colors=colors,
         mesh_path=mesh_path,
         diameter=float(d.get("diameter") or 0.0),
-        symmetry=_symmetry(d.get("symmetry"), f"{path}: "),
+        symmetry=symmetry_from_spec(d.get("symmetry"), f"{path}: "),
         keypoint_spec=d.get("keypoints", "box"),
         grasp_frames=grasp_frames_from_spec(d.get("grasp_frames"), f"{path}: "),
         description=d.get("description") or "",

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .symmetry import MAX_SYM_DISC_STEP, symmetric_points, symmetry_array, symmetry_transformations
 from .transforms import project, rotation_angle_deg
 
 ADD_THRESHOLD = 0.1  # accuracy threshold: k times the object diameter (LineMOD protocol, k = 0.1)
@@ -47,7 +48,6 @@ MSSD_THRESHOLDS = np.arange(0.05, 0.51, 0.05)  # BOP 2019: fractions of the obje
 MSPD_THRESHOLDS_PX = np.arange(5, 51, 5)  # BOP 2019: pixels at 640 px width (scaled by width / 640)
 BOP_REFERENCE_WIDTH = 640.0
 AUC_MAX_THRESHOLD_M = 0.1  # YCB-Video / PoseCNN: accuracy-threshold curve from 0 to 10 cm
-MAX_SYM_DISC_STEP = 0.01  # BOP's max_sym_disc_step
 VSD_TAUS = np.arange(0.05, 0.51, 0.05)  # BOP 2019: misalignment tolerances, fractions of the diameter
 VSD_THRESHOLDS = np.arange(0.05, 0.51, 0.05)  # BOP 2019: VSD correctness thresholds
 VSD_DELTA_M = 0.015  # BOP 2019 visibility tolerance: 15 mm ...
@@ -207,31 +207,6 @@ def te_batch(t_est, t_gt) -> np.ndarray:
     return np.linalg.norm(np.asarray(t_est, float) - np.asarray(t_gt, float), axis=-1)
 
 
-def _sym_array(syms) -> np.ndarray:
-    """(S, 4, 4) from an array, a list of 4x4, or BOP's list of {"R", "t"} dicts; identity when empty."""
-    if syms is None:
-        return np.eye(4)[None]
-    if isinstance(syms, np.ndarray):
-        return syms.reshape(-1, 4, 4).astype(float)
-    out = []
-    for s in syms:
-        if isinstance(s, dict):
-            T = np.eye(4)
-            T[:3, :3] = np.asarray(s["R"], float).reshape(3, 3)
-            T[:3, 3] = np.asarray(s["t"], float).reshape(3)
-            out.append(T)
-        else:
-            out.append(np.asarray(s, float).reshape(4, 4))
-    return np.stack(out) if out else np.eye(4)[None]
-
-
-def symmetric_points(pts, syms) -> np.ndarray:
-    """The model points under every symmetry transform (S, M, 3)."""
-    S = _sym_array(syms)
-    pts = np.asarray(pts, float).reshape(-1, 3)
-    return pts @ np.swapaxes(S[:, :3, :3], 1, 2) + S[:, None, :3, 3]  # matmul: 20x faster than the einsum
-
-
 def _min_over_symmetries(pts, syms, sym_pts, dist) -> float:
     """min over symmetry transforms s of max over points i of ``dist(S_s x, i)``, exactly.
 
@@ -243,7 +218,7 @@ def _min_over_symmetries(pts, syms, sym_pts, dist) -> float:
     under every symmetry, and few rounds are needed (a continuous symmetry's 315 transforms: about 5-20),
     instead of all symmetries times all points. (Hand-written: no library offers this min-max.)
     """
-    S = None if sym_pts is not None else _sym_array(syms)
+    S = None if sym_pts is not None else symmetry_array(syms)
     n_sym = len(sym_pts) if sym_pts is not None else len(S)
 
     def points(sel, idx=slice(None)):
@@ -291,43 +266,6 @@ def mspd_batch(R_est, t_est, R_gt, t_gt, K, pts, syms, sym_pts=None) -> np.ndarr
 
         out[n] = _min_over_symmetries(pts, syms, sym_pts, dist)
     return out
-
-
-def symmetry_transformations(symmetry, max_sym_disc_step: float = MAX_SYM_DISC_STEP) -> np.ndarray:
-    """An object's symmetry transforms (S, 4, 4), identity first, as BOP's ``get_symmetry_transformations``.
-
-    ``symmetry`` is a :class:`~vfm_pose_ros.core.catalogue.Symmetry` (metres) or a BOP ``models_info``
-    entry (millimetres: the result is then in millimetres too). A continuous symmetry is discretised
-    into ``ceil(pi / max_sym_disc_step)`` rotations about its axis through its offset point, and each is
-    combined with every discrete transform (R_c R_d, R_c t_d + t_c), as the toolkit does.
-    """
-    from scipy.spatial.transform import Rotation
-
-    if isinstance(symmetry, dict):
-        disc = [np.asarray(T, float).reshape(4, 4) for T in symmetry.get("symmetries_discrete", []) or []]
-        cont = [(np.asarray(c["axis"], float), np.asarray(c["offset"], float)) for c in
-                symmetry.get("symmetries_continuous", []) or []]
-    else:
-        disc = [np.asarray(T, float).reshape(4, 4) for T in symmetry.transforms]
-        cont = []
-        if symmetry.kind == "continuous" and symmetry.axis is not None:
-            offset = np.zeros(3) if symmetry.offset is None else np.asarray(symmetry.offset, float)
-            cont = [(np.asarray(symmetry.axis, float), offset)]
-    disc = [np.eye(4)] + disc
-    trans_cont = []
-    for axis, offset in cont:
-        n_steps = int(np.ceil(np.pi / max_sym_disc_step))
-        step = 2.0 * np.pi / n_steps
-        unit = axis / np.linalg.norm(axis)
-        Rs = Rotation.from_rotvec(unit[None, :] * (np.arange(n_steps) * step)[:, None]).as_matrix()
-        for R in Rs:
-            T = np.eye(4)
-            T[:3, :3] = R
-            T[:3, 3] = -R @ offset + offset
-            trans_cont.append(T)
-    if not trans_cont:
-        return np.stack(disc)
-    return np.stack([Tc @ Td for Td in disc for Tc in trans_cont])
 
 
 # --------------------------------------------------------------------------------------------
@@ -897,46 +835,3 @@ def bop19_recalls(results: list[InstanceResult]) -> dict:
         reason = "; ".join(f"{k} for {v} of {n_gt} ground-truth instances" for k, v in sorted(why.items()))
     out["bop19_unavailable_reason"] = reason
     return out
-
-
-_TABLE = [  # (header, key, format)
-    ("n_gt", "n_gt", "{:d}"), ("pred", "n_predicted", "{:d}"),
-    ("ADD mm", "add_mean_mm", "{:.1f}"), ("ADD-S mm", "adds_mean_mm", "{:.1f}"),
-    ("rot deg", "rot_err_mean_deg", "{:.2f}"), ("trans mm", "trans_err_mean_mm", "{:.1f}"),
-    ("ADD.1d", "add_01d_acc", "{:.3f}"), ("ADD-S.1d", "adds_01d_acc", "{:.3f}"),
-    ("ADD(-S).1d", "add_s_01d_acc", "{:.3f}"), ("BOP AR", "bop19_average_recall", "{:.3f}"),
-    ("AUC ADD", "auc_add", "{:.3f}"),
-    ("AUC ADD-S", "auc_adds", "{:.3f}"), ("5cm5deg", "acc_5cm5deg", "{:.3f}"),
-    ("AR VSD", "bop19_average_recall_vsd", "{:.3f}"), ("AR MSSD", "mssd_recall", "{:.3f}"),
-    ("AR MSPD", "mspd_recall", "{:.3f}"),
-]
-
-
-def format_report(report: dict) -> str:
-    """A fixed-width table: one row per object, then the pooled overall row (mean errors, accuracies)."""
-    rows = [(name, vals) for name, vals in report["objects"].items()] + [("overall", report["overall"])]
-    name_w = max([6] + [len(n) for n, _ in rows])
-
-    def cell(v, fmt):
-        return "-" if v is None else fmt.format(v)
-
-    widths = [max(len(h), 6) for h, _, _ in _TABLE]
-    lines = [" ".join([f"{'object':<{name_w}}"] + [f"{h:>{w}}" for (h, _, _), w in zip(_TABLE, widths)])]
-    lines.append("-" * len(lines[0]))
-    for i, (name, vals) in enumerate(rows):
-        if i == len(rows) - 1:
-            lines.append("-" * len(lines[0]))
-        cells = [f"{cell(vals.get(key), fmt):>{w}}" for (_, key, fmt), w in zip(_TABLE, widths)]
-        lines.append(" ".join([f"{name:<{name_w}}"] + cells))
-    return "\n".join(lines)
-
-
-def format_report_markdown(report: dict) -> str:
-    """The same table as :func:`format_report` in Markdown: one row per object, then overall."""
-    rows = [(name, vals) for name, vals in report["objects"].items()] + [("**overall**", report["overall"])]
-    lines = ["| object | " + " | ".join(h for h, _, _ in _TABLE) + " |",
-             "|---|" + "|".join("---:" for _ in _TABLE) + "|"]
-    for name, vals in rows:
-        cells = ["-" if vals.get(key) is None else fmt.format(vals[key]) for _, key, fmt in _TABLE]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

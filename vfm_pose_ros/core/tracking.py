@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from .symmetry import closest_symmetric_pose
 from .transforms import depth_to_points, project, transform_points
 from .types import Frame, ObjectPose, Prediction
 
@@ -85,33 +86,6 @@ def slerp(R0, R1, alpha: float) -> np.ndarray:
 def rotation_delta(R_from, R_to) -> np.ndarray:
     """Rotation vector (camera frame, radians) of R_to R_from^T."""
     return Rotation.from_matrix(np.asarray(R_to) @ np.asarray(R_from).T).as_rotvec()
-
-
-def closest_symmetric_pose(obj, R_ref, R, t) -> tuple[np.ndarray, np.ndarray]:
-    """The symmetric equivalent of (R, t) whose rotation is nearest R_ref (the same appearance).
-
-    Without this a symmetric object's estimates may flip between equivalent poses and look like
-    rotation jumps. Continuous symmetry about axis a: the angle about a that maximises
-    tr(R_ref^T R S(theta)) has a closed form (hand-written: Rodrigues' formula, then atan2).
-    """
-    R = np.asarray(R, dtype=float)
-    t = np.asarray(t, dtype=float).reshape(3)
-    sym = getattr(obj, "symmetry", None)
-    if sym is None or not sym.is_symmetric:
-        return R, t
-    M = np.asarray(R_ref, dtype=float).T @ R
-    if sym.kind == "continuous":
-        a = np.asarray(sym.axis, dtype=float)
-        a = a / np.linalg.norm(a)
-        o = np.zeros(3) if sym.offset is None else np.asarray(sym.offset, dtype=float)
-        ax = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-        # tr(M S) = cos(th) (tr M - a^T M a) + sin(th) tr(M [a]x) + a^T M a
-        theta = np.arctan2(np.trace(M @ ax), np.trace(M) - a @ M @ a)
-        S = Rotation.from_rotvec(a * theta).as_matrix()
-        return R @ S, t + R @ (o - S @ o)
-    best = max([np.eye(4)] + [np.asarray(T, dtype=float) for T in sym.transforms],
-               key=lambda T: np.trace(M @ T[:3, :3]))
-    return R @ best[:3, :3], t + R @ best[:3, 3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +330,7 @@ def warm_start_icp(R, t, model_points, model_normals, diameter: float, depth, K,
     import cv2
     from scipy.spatial import cKDTree
 
-    from .icp import refine_icp
+    from .icp import ICPSettings, SurfaceModel, refine_icp
 
     pts = np.asarray(model_points, dtype=float)
     cam = transform_points(R, t, pts)
@@ -378,8 +352,8 @@ def warm_start_icp(R, t, model_points, model_normals, diameter: float, depth, K,
         obs = obs[np.isfinite(d)]
     if len(obs) > max_observed:
         obs = obs[np.random.default_rng(seed).choice(len(obs), max_observed, replace=False)]
-    res = refine_icp(R, t, pts, obs, model_normals=model_normals, diameter=diameter, align_centroid=False,
-                     n_starts=1, thresholds=thresholds)
+    res = refine_icp(R, t, SurfaceModel(pts, model_normals, diameter), obs,
+                     ICPSettings(align_centroid=False, n_starts=1, thresholds=tuple(thresholds)))
     if res is None:
         return None
     coverage = depth_agreement(res.R, res.t, pts, model_normals, depth, K, tol=thresholds[-1] * diameter * 1.5)

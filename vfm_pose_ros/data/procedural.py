@@ -214,11 +214,12 @@ def make_object(name: str, faces: int | None = None) -> ProceduralObject:
 
 def to_object_model(obj: ProceduralObject):
     """An in-memory catalogue ObjectModel (no files)."""
-    from ..core.catalogue import ObjectModel, _grasp_frames, _symmetry
+    from ..core.catalogue import ObjectModel, _grasp_frames
+    from ..core.symmetry import symmetry_from_spec
 
     return ObjectModel(
         name=obj.name, class_id=obj.class_id, vertices=obj.vertices, faces=obj.faces,
-        vertex_colors=obj.vertex_colors, symmetry=_symmetry(obj.symmetry), keypoint_spec="box",
+        vertex_colors=obj.vertex_colors, symmetry=symmetry_from_spec(obj.symmetry), keypoint_spec="box",
         grasp_frames=_grasp_frames(obj.grasp_frames), description=obj.description, aliases=list(obj.aliases),
     )
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 def markdown_report(report: dict) -> str:
     """The report's per-object and overall rows as a Markdown table, plus the ROS run's frame accounting."""
-    from ..core.metrics import format_report_markdown
+    from ..report.tables import format_report_markdown
 
     lines = [format_report_markdown(report)]
     ros = report.get("ros", {})

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.affine import window_affine
 from ..core.catalogue import Catalogue, ObjectModel
 from ..core.prompts import PromptResolver, Resolution
 from ..core.types import Frame, ObjectPose, Prediction
@@ -37,7 +38,6 @@ from .clip_data import (
     full_window,
     grasp_candidate_texts,
     warp,
-    window_affine,
 )
 from .clip_net import ClipPoseNet, get_tokenizer, towers_stored
 from .estimator import DEPTH_STAGE_DEFAULTS, depth_support

@@ -25,6 +25,7 @@ import re
 import numpy as np
 import torch
 
+from ..core.affine import apply_affine, invert_affine, window_affine
 from ..core.catalogue import Catalogue, ObjectModel
 from ..core.transforms import axis_angle_to_matrix, backproject, project
 from .sampling import split_key
@@ -94,13 +95,6 @@ def sample_prompt(obj: ObjectModel, rng: np.random.Generator, part_prob: float =
 
 
 # -- windows and warping -------------------------------------------------------------------------
-def window_affine(center, side: float, size: int) -> np.ndarray:
-    """2x3 map from image pixels to input pixels of a square window (centre, side) resampled to size."""
-    k = size / float(side)
-    cx, cy = float(center[0]), float(center[1])
-    return np.array([[k, 0.0, size / 2.0 - k * cx], [0.0, k, size / 2.0 - k * cy]])
-
-
 def full_window(height: int, width: int) -> tuple[np.ndarray, float]:
     """The letterbox window: the whole image centred in a square of its longer side."""
     return np.array([width / 2.0, height / 2.0]), float(max(height, width))
@@ -137,16 +131,6 @@ def warp(image: np.ndarray, A: np.ndarray, size: int, nearest: bool = False, bor
 
     flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     return cv2.warpAffine(image, A, (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
-
-
-def apply_affine(A: np.ndarray, pts) -> np.ndarray:
-    pts = np.asarray(pts, dtype=float).reshape(-1, 2)
-    return pts @ A[:, :2].T + A[:, 2]
-
-
-def invert_affine(A: np.ndarray) -> np.ndarray:
-    M = np.vstack([A, [0.0, 0.0, 1.0]])
-    return np.linalg.inv(M)[:2]
 
 
 # -- pose encoding ---------------------------------------------------------------------------------

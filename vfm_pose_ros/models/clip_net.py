@@ -25,11 +25,11 @@ import functools
 import logging
 import math
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core import symmetry
 from ..core.catalogue import Catalogue
 from .backbones import RANDOM_SPECS, WeightsUnavailable, resolve_weights
 
@@ -180,19 +180,8 @@ def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
 
 
 def symmetry_tables(catalogue: Catalogue) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per object: the rotations of its discrete symmetries (identity first, padded with identity), its
-    continuous-symmetry axis and whether it has one. Used by the symmetry-aware rotation loss."""
-    objs = list(catalogue)
-    n_sym = max(1 + len(o.symmetry.transforms) for o in objs)
-    rots = np.tile(np.eye(3), (len(objs), n_sym, 1, 1))
-    axes = np.zeros((len(objs), 3))
-    cont = np.zeros(len(objs), dtype=bool)
-    for i, o in enumerate(objs):
-        for j, T in enumerate(o.symmetry.transforms):
-            rots[i, 1 + j] = np.asarray(T, dtype=float)[:3, :3]
-        if o.symmetry.kind == "continuous" and o.symmetry.axis is not None:
-            axes[i] = np.asarray(o.symmetry.axis, dtype=float) / np.linalg.norm(o.symmetry.axis)
-            cont[i] = True
+    """core.symmetry.symmetry_tables as tensors, for the symmetry-aware rotation loss."""
+    rots, axes, cont = symmetry.symmetry_tables(catalogue)
     return torch.tensor(rots, dtype=torch.float32), torch.tensor(axes, dtype=torch.float32), torch.tensor(cont)
 
 

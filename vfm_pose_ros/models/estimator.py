@@ -16,19 +16,12 @@ import numpy as np
 import torch
 
 from ..core.catalogue import Catalogue
+from ..core.icp import DepthStageConfig, SurfaceModel
 from ..core.types import Frame, Prediction
 
-# The depth stage's config keys (Estimator.refine_depth), shared by every backend's DEFAULT_CONFIG.
-DEPTH_STAGE_DEFAULTS: dict = {
-    "use_depth": True,  # with a depth image: ICP of the model against the depth inside the object's mask
-    "icp_starts": 7,
-    "icp_global_rotations": 300,  # rotations over SO(3) scored against the depth cloud (0: only local starts)
-    "icp_global_starts": 5,  # ... of which the best distinct ones are also refined by ICP
-    "icp_min_fitness": 0.3,
-    "icp_points": 2000,
-    "icp_max_observed": 2500,
-    "icp_threads": 0,  # threads for the ICP starts and KD-tree look-ups; 0: the cores this process may use (<= 8)
-}
+# The depth stage's config keys (Estimator.refine_depth: use_depth, icp_*), shared by every backend's
+# DEFAULT_CONFIG; their defaults are DepthStageConfig's.
+DEPTH_STAGE_DEFAULTS: dict = DepthStageConfig().as_config()
 
 # Stage names backends use in Prediction.timings_ms and ObjectPose.timings_ms (the bench command reads these).
 STAGES = ("preprocess", "backbone", "head", "pnp", "icp", "total")
@@ -105,6 +98,7 @@ class Estimator(abc.ABC):
         self.precision = precision
         self.amp_dtype = resolve_precision(precision, self.device)
         self.config = dict(config or {})
+        self.depth_stage = DepthStageConfig.from_config(self.config)
         self._surfaces: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
@@ -144,7 +138,7 @@ class Estimator(abc.ABC):
             if sn is None:
                 from .checkpoint import surface_samples
 
-                sn = surface_samples(obj, int(self.config.get("icp_points", DEPTH_STAGE_DEFAULTS["icp_points"])))
+                sn = surface_samples(obj, self.depth_stage.points)
             self._surfaces[name] = sn
         return self._surfaces[name]
 
@@ -153,24 +147,19 @@ class Estimator(abc.ABC):
         """The depth stage every backend shares (core.icp.refine_with_depth) on the depth inside ``mask``, with
         the config's ``icp_*`` keys. Returns (R, t, ICP fitness or None); the RGB pose when depth cannot help.
         R = None: no RGB pose at all (PnP failed); the depth search alone decides, from the cloud's centre."""
-        from ..core.icp import refine_with_depth
+        from ..core import icp
         from ..core.transforms import depth_to_points
 
         pts, normals = self.surface(name)
-        c = {**DEPTH_STAGE_DEFAULTS, **self.config}
         observed = depth_to_points(frame.depth, frame.K, mask=mask)
         depth_only = R is None
         if depth_only:
             if not len(observed):
                 return None, None, None
             R, t, trust_pose = np.eye(3), np.median(observed, axis=0) - pts.mean(0), False
-        min_fitness = float(c["icp_min_fitness"])
-        R, t, fitness = refine_with_depth(
-            R, t, observed, pts, normals, self.catalogue[name].diameter, n_starts=int(c["icp_starts"]),
-            min_fitness=min_fitness, max_observed=int(c["icp_max_observed"]),
-            global_rotations=int(c["icp_global_rotations"]), global_starts=int(c["icp_global_starts"]),
-            trust_pose=trust_pose, threads=int(c["icp_threads"]))
-        if depth_only and (fitness is None or fitness < min_fitness):  # the search found nothing that fits
+        model = SurfaceModel(pts, normals, self.catalogue[name].diameter)
+        R, t, fitness = icp.refine_with_depth(R, t, observed, model, self.depth_stage, trust_pose=trust_pose)
+        if depth_only and (fitness is None or fitness < self.depth_stage.min_fitness):  # nothing fits
             return None, None, None
         return R, t, fitness
 
