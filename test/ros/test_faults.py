@@ -366,7 +366,7 @@ def test_prompt_naming_no_object_at_start_refuses_frames_until_a_valid_one_is_se
         assert send(1_000_000_000).detections == []
         c = counters()
         assert c["rejected_unknown_prompt"] == "1" and c.get("frames_inferred", "0") == "0"
-        assert "names no known object" in c["_message"] and "last frame refused" in c["_message"]
+        assert "names nothing in the catalogue" in c["_message"] and "last frame refused" in c["_message"]
         client = AsyncParameterClient(n, "/vfm_pose")
         assert client.wait_for_services(timeout_sec=10.0)
         future = client.set_parameters([Parameter("prompt", Parameter.Type.STRING, "the driller")])

@@ -397,7 +397,7 @@ def run_bag(args, backends: list[str], checkpoints: dict[str, Path]) -> dict:
         write_report,
     )
     from ..ros.env import configure_ros_env
-    from ..ros.graph import PLAYER_NODE, graph_nodes, load_pose_defaults
+    from ..ros.graph import EVALUATOR_NODE, PLAYER_NODE, graph_nodes, load_pose_defaults
 
     bag = Path(args.bag)
     if not bag.exists():
@@ -450,6 +450,8 @@ def run_bag(args, backends: list[str], checkpoints: dict[str, Path]) -> dict:
                     spec.arguments += ["--summary", str(out_b / "player.json"), "--wait-timeout", "180", "--quiet"]
                     if args.max_frames is not None:
                         spec.arguments += ["--max-frames", str(args.max_frames)]
+                elif spec.name == EVALUATOR_NODE and args.max_frames is not None:
+                    spec.parameters["max_frames"] = max(0, int(args.max_frames))  # the frames the player sends
             print(f"{b}: running the ROS graph (player -> pose node -> evaluator) on {bag}; log: {log_path}")
             t0 = time.perf_counter()
             log.write(f"===== {b} =====\n")

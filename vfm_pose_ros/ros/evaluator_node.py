@@ -95,6 +95,8 @@ def _make_node_class():
                 from ..data.rosbag import bag_metadata
 
                 frame_ids = {int(f[0]): (int(f[1]), int(f[2])) for f in bag_metadata(self.p["bag"]).get("frames", [])}
+                if self.p["max_frames"]:  # the player sends the first N frames by stamp: only those are expected
+                    frame_ids = dict(sorted(frame_ids.items())[: int(self.p["max_frames"])])
             self._depth: OrderedDict[int, object] = OrderedDict()  # stamp -> depth (metres), the last few frames
             self._depth_lock = threading.Lock()
             self.scorer = Scorer(catalogue, max_points=int(self.p["max_points"]) or None,
@@ -227,7 +229,9 @@ def _make_node_class():
                 print(f"[{NODE_NAME}] cannot read the ground truth of the unplayed frames from {self.p['bag']}: "
                       f"{exc}", file=sys.stderr, flush=True)
                 return
-            self.scorer.score_unplayed({s: [g for g in gts if g.name in self._obj_ids] for s, gts in frames.items()})
+            expected = self.scorer.frame_ids  # the bag's frames, or its first max_frames
+            self.scorer.score_unplayed({s: [g for g in gts if g.name in self._obj_ids] for s, gts in frames.items()
+                                        if not expected or s in expected})
 
         def _on_trigger(self, request, response):
             path = self.write_report("service call")

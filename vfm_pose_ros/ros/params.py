@@ -168,6 +168,8 @@ EVALUATOR_PARAMS: dict[str, Param] = dict([
     _p("exit_after_report", bool, "exit once the end-of-bag report is written (the benchmark graph)", default=False),
     _p("output_dir", str, "where report.json, frames.csv and report.md go", pattern=r".+", default="vfm_pose_eval"),
     _p("bag", str, "the replayed bag, to label rows with BOP scene_id / im_id ('' = none)", default=""),
+    _p("max_frames", int, "the player's --max-frames: only the bag's first N frames are expected (0 = all)", low=0,
+       default=0),
     _p("summary_period_s", float, "~/summary publishing period", low=0.0, low_open=True, high=3600.0, default=1.0),
 ])
 
