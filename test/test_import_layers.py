@@ -9,6 +9,8 @@ Layers, lowest first: ``core`` (geometry, metrics, validation: numpy and friends
    ``paths`` (a leaf: the catalogue loader's default folder).
 2. ``data`` and ``models`` never import ``vfm_pose_ros.ros`` (nor bench, commands, cli): the bag codec,
    the datasets and the estimators run without ROS (``data.messages`` is the message codec both share).
+   Nor do they import ``vfm_pose_ros.report``, even inside a function: report formatting sits above them
+   and comes in from the caller (``core`` imports only ``core`` and ``paths``, so never ``report`` either).
 3. rclpy, the ROS message/service packages (``*_msgs``, ``*_srvs``, builtin_interfaces), rosidl, launch,
    launch_ros, cv_bridge and tf2_ros are imported in ``ros/``; ``bench/`` and ``commands/`` may import
    them only inside a function (they start or measure a ROS graph when asked, and must import without
@@ -93,6 +95,8 @@ def layer_violations(imp: Import) -> list[str]:
             found.append(f"{where}: core imports only core ({n})")
     if _within(m, ["vfm_pose_ros.data", "vfm_pose_ros.models"]) and _within(n, GLUE):
         found.append(f"{where}: data and models run without the ROS layer and the glue")
+    if _within(m, ["vfm_pose_ros.data", "vfm_pose_ros.models"]) and _within(n, ["vfm_pose_ros.report"]):
+        found.append(f"{where}: data and models never import report (it sits above them)")
     if _is_ros_runtime(n):
         in_ros = _within(m, ["vfm_pose_ros.ros"]) and m not in ("vfm_pose_ros.ros", "vfm_pose_ros.ros.env")
         lazy_glue = imp.lazy and _within(m, ["vfm_pose_ros.bench", "vfm_pose_ros.commands"])
@@ -126,6 +130,10 @@ def test_the_package_keeps_its_layers():
     ("vfm_pose_ros.core.types", "from ..data import bop", "core imports only core"),
     ("vfm_pose_ros.models.hybrid", "def f():\n    from ..ros.env import find_package_file", "without the ROS layer"),
     ("vfm_pose_ros.data.rosbag", "from vfm_pose_ros.ros import convert", "without the ROS layer"),
+    ("vfm_pose_ros.data.stream_evaluation", "def f():\n    from ..report.tables import markdown_report",
+     "never import report"),
+    ("vfm_pose_ros.models.training", "from vfm_pose_ros.report import figures", "never import report"),
+    ("vfm_pose_ros.core.metrics", "from ..report.tables import format_report", "core imports only core"),
     ("vfm_pose_ros.data.messages", "def f():\n    from sensor_msgs.msg import Image", "ROS is imported in ros/"),
     ("vfm_pose_ros.bench.pipeline", "import rclpy", "ROS is imported in ros/"),
     ("vfm_pose_ros.ros.env", "def f():\n    import rclpy", "ROS is imported in ros/"),

@@ -288,8 +288,9 @@ def test_predict_returns_object_pose_with_grasp_frame():
     assert [q.name for q in poses] == ["can_like"]
     np.testing.assert_allclose(poses[0].box_2d, box)
     # without a prompt or boxes: every catalogue object whose presence score passes min_score
-    est.config["min_score"] = 0.0
-    assert {q.name for q in est.predict(Frame(rgb=frame.rgb, K=frame.K))} == set(cat.names)
+    every = clip.Estimator(net, cat, device="cpu",
+                           config={"grasp_select": "head", "prompt_resolver": "network", "min_score": 0.0})
+    assert {q.name for q in every.predict(Frame(rgb=frame.rgb, K=frame.K))} == set(cat.names)
     batch = est.predict_batch([Frame(rgb=frame.rgb, K=frame.K, prompt="the can")] * 2)
     assert len(batch) == 2 and all(len(b) == 1 for b in batch)
 

@@ -14,6 +14,7 @@ from vfm_pose_ros.models import dinov2
 from vfm_pose_ros.models.checkpoint import dataset_hash, load_checkpoint
 from vfm_pose_ros.models.training import fit, lr_factor, resume_path
 from vfm_pose_ros.paths import default_catalogue_dir
+from vfm_pose_ros.report.figures import training_curves
 
 TINY = {
     **dinov2.SMALL_CONFIG,
@@ -118,7 +119,7 @@ def test_training_record_and_curves(tmp_path, tiny):
     _, cat, train, val = tiny
     out = tmp_path / "rec.pt"
     s = fit("dinov2", {**TINY, "icp_starts": 1}, train, val, cat, out, epochs=2, lr=3e-3, batch_size=4,
-            val_frames=1, progress=False)
+            val_frames=1, progress=False, draw_curves=training_curves)
     rec = json.loads(out.with_name("rec.pt.json").read_text())
     assert len(rec["history"]) == 2 and s["epochs"] == 2
     for h in rec["history"]:

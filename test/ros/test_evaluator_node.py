@@ -96,6 +96,18 @@ def test_scorer_matches_in_any_order_and_scores_gaps(catalogue, assert_reports_c
     assert "| **overall** |" in markdown_report(rep)
 
 
+def test_scorer_writes_the_markdown_its_caller_formats(catalogue, tmp_path):
+    """report.md comes from the formatter the caller passes (data/ sits below report/); without one, none."""
+    s = Scorer(catalogue, max_points=MAX_POINTS)
+    stamp, gts, preds = _scenario(catalogue)[0]
+    s.add_ground_truth(stamp, gts, K, 640.0, now=0.0)
+    s.add_detections(stamp, preds, now=0.0)
+    s.write(tmp_path / "plain")
+    assert (tmp_path / "plain" / "report.json").is_file() and not (tmp_path / "plain" / "report.md").exists()
+    rep = s.write(tmp_path / "md", markdown=markdown_report)
+    assert (tmp_path / "md" / "report.md").read_text() == markdown_report(rep)
+
+
 def test_evaluator_node_over_dds(catalogue, spawn_python, tmp_path, assert_reports_close):
     import copy
 

@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: CLI glue for both comparison modes (dataset, bag); the report lives in report/
 """compare backends on the same frames and write the report with figures
 
 Dataset mode (``--dataset DIR``) runs each backend's estimator in this process over the same

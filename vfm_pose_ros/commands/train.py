@@ -107,6 +107,7 @@ def training_catalogue(args):
 def run(args) -> int:
     from ..data.bop import BopDataset
     from ..models.training import fit
+    from ..report.figures import training_curves
 
     model_cfg, train_cfg = load_train_config(args.config, args.small, args.backend)
     opts = {**TRAIN_DEFAULTS, **train_cfg}
@@ -126,5 +127,6 @@ def run(args) -> int:
     fit(args.backend, model_cfg, train_ds, val_ds, catalogue, Path(args.out), epochs=int(opts["epochs"]),
         lr=float(opts["lr"]), batch_size=int(opts["batch_size"]), time_budget_s=budget, resume=args.resume,
         init=args.init, device=args.device, num_workers=int(opts["num_workers"]), seed=int(opts["seed"]),
-        val_frames=int(opts["val_frames"]), progress=not args.quiet, max_steps=args.max_steps)
+        val_frames=int(opts["val_frames"]), progress=not args.quiet, max_steps=args.max_steps,
+        draw_curves=training_curves)
     return 0

@@ -17,23 +17,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 
-def markdown_report(report: dict) -> str:
-    """The report's per-object and overall rows as a Markdown table, plus the ROS run's frame accounting."""
-    from ..report.tables import format_report_markdown
-
-    lines = [format_report_markdown(report)]
-    ros = report.get("ros", {})
-    lines += ["", f"{report['n_frames']} frames scored; {ros.get('frames_matched', 0)} matched with detections, "
-                  f"{len(ros.get('gaps', []))} without (failures), {ros.get('detections_without_ground_truth', 0)} "
-                  f"detection messages without ground truth, {ros.get('detections_unknown_class', 0)} detections "
-                  "of classes outside the catalogue (not scored)."]
-    if report.get("status") == "incomplete":
-        lines += ["", f"**INCOMPLETE**: {ros['frames_played']} of {ros['frames_in_bag']} frames of the bag were "
-                      f"played; the ground truth of the {ros['unplayed_frames']} frames never played is scored as "
-                      "failures."]
-    return "\n".join(lines) + "\n"
-
-
 class Scorer:
     """Stamp matching and scoring, without ROS (the node feeds it; tests can too).
 
@@ -223,8 +206,11 @@ class Scorer:
             }
             return rep
 
-    def write(self, out_dir) -> dict:
-        """Write report.json, frames.csv and report.md under ``out_dir``; returns the report."""
+    def write(self, out_dir, markdown=None) -> dict:
+        """Write frames.csv, report.md and report.json under ``out_dir``; returns the report.
+
+        ``markdown(report) -> str`` formats report.md (``report.tables.markdown_report``); it comes from the
+        caller because ``data`` sits below ``report``. None: no report.md."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         rep = self.report()
@@ -236,7 +222,8 @@ class Scorer:
         w.writeheader()
         w.writerows(rows)
         _write_atomic(out / "frames.csv", buf.getvalue())
-        _write_atomic(out / "report.md", markdown_report(rep))
+        if markdown is not None:
+            _write_atomic(out / "report.md", markdown(rep))
         _write_atomic(out / "report.json", json.dumps(rep, indent=2) + "\n")  # last: its presence means complete
         return rep
 

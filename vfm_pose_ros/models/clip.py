@@ -28,6 +28,7 @@ import torch
 from ..core.affine import window_affine
 from ..core.catalogue import Catalogue, ObjectModel
 from ..core.prompts import PromptResolver, Resolution
+from ..core.settings import config_items, settings_from
 from ..core.types import Frame, ObjectPose, Prediction
 from .clip_data import (
     ClipPoseDataset,
@@ -45,6 +46,34 @@ from .estimator import Estimator as BaseEstimator
 from .text_encoder import ClipTextEncoder, default_sentence_encoder
 
 BACKEND = "clip"
+
+@dataclass(frozen=True)
+class ClipInferenceConfig:
+    """The CLIP estimator's inference settings (config keys of the same names), built once per estimator."""
+
+    crop_scale: float = 1.4  # crop side = scale x longer box side (training crops jitter around it)
+    two_pass: bool = True  # localise on the whole image, then estimate the pose on a crop around the box
+    crop_passes: int = 1  # crop passes after localisation; 2 re-centres the crop on the first crop's box
+    min_score: float = 0.5  # without a prompt: report objects whose presence score reaches this
+    grasp_select: str = "auto"  # head | text | auto (text similarity when the text tower has pretrained weights)
+    # which object(s) and grasp frame a prompt names: sentence (pretrained MiniLM), clip (CLIP's own pretrained text
+    # tower), network (the obj/grasp heads over the network's text embedding), auto (clip with pretrained CLIP
+    # weights, else sentence); see core/prompts.py
+    prompt_resolver: str = "auto"
+    prompt_threshold: float = 0.4  # tuned on test/data/prompts/dev.yaml (MiniLM)
+    prompt_part_threshold: float = 0.35
+    text_cache_size: int = 256  # prompts whose text embeddings are kept (LRU)
+
+    @classmethod
+    def from_config(cls, config) -> ClipInferenceConfig:
+        settings = settings_from(cls, config)
+        if settings.grasp_select not in ("auto", "head", "text"):
+            raise ValueError(f"grasp_select must be auto, head or text; got {settings.grasp_select!r}")
+        if settings.prompt_resolver not in ("auto", "sentence", "clip", "network"):
+            raise ValueError("prompt_resolver must be auto, sentence, clip or network; got "
+                             f"{settings.prompt_resolver!r}")
+        return settings
+
 
 DEFAULT_CONFIG: dict = {
     # open_clip model name and overrides of its model config (embed_dim, vision_cfg, text_cfg)
@@ -64,7 +93,6 @@ DEFAULT_CONFIG: dict = {
     "head_hidden": 512,
     "loss_weights": {},
     # training samples
-    "crop_scale": 1.4,
     "crop_shift": 0.15,  # training crops: centre jitter, fraction of the object's box side (covers localisation error)
     "crop_scale_range": [0.8, 1.25],  # training crops: side jitter factor
     "full_frame_prob": 0.3,
@@ -73,22 +101,12 @@ DEFAULT_CONFIG: dict = {
     "part_prompt_prob": 0.5,
     "min_visib": 0.1,
     # inference
-    "two_pass": True,
     "peak_window": 0.25,  # inference: box centre from the map within this distance (image fraction) of its peak
-    "crop_passes": 1,  # crop passes after localisation; 2 re-centres the crop on the first crop's box
     **DEPTH_STAGE_DEFAULTS,  # use_depth, icp_*
     "icp_max_observed": 3000,
-    "min_score": 0.5,  # without a prompt: report objects whose presence score reaches this
-    "grasp_select": "auto",  # head | text | auto (text similarity when the text tower has pretrained weights)
-    # which object(s) and grasp frame a prompt names: sentence (pretrained MiniLM), clip (CLIP's own pretrained text
-    # tower), network (the obj/grasp heads over the network's text embedding), auto (clip with pretrained CLIP
-    # weights, else sentence); see core/prompts.py
-    "prompt_resolver": "auto",
-    "prompt_threshold": 0.4,  # tuned on test/data/prompts/dev.yaml (MiniLM)
-    "prompt_part_threshold": 0.35,
     "precision": "auto",
     "compile_backbone": False,  # torch.compile the vision tower (scripts/gpu_check.sh measures whether it helps)
-    "text_cache_size": 256,
+    **config_items(ClipInferenceConfig()),  # crop_scale, two_pass, min_score, prompt_* ...
 }
 
 SMALL_CONFIG: dict = {
@@ -153,13 +171,9 @@ class Estimator(BaseEstimator):
         self.tokenizer = get_tokenizer(net.config)
         self.size = net.image_size
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        mode = str(cfg.get("grasp_select", "auto"))
-        if mode not in ("auto", "head", "text"):
-            raise ValueError(f"grasp_select must be auto, head or text; got {mode!r}")
+        self.settings = ClipInferenceConfig.from_config(cfg)
+        mode, resolver = self.settings.grasp_select, self.settings.prompt_resolver
         self.grasp_mode = ("text" if net.pretrained_text else "head") if mode == "auto" else mode
-        resolver = str(cfg.get("prompt_resolver", "auto"))
-        if resolver not in ("auto", "sentence", "clip", "network"):
-            raise ValueError(f"prompt_resolver must be auto, sentence, clip or network; got {resolver!r}")
         self.resolver_kind = ("clip" if net.pretrained_text else "sentence") if resolver == "auto" else resolver
         self._resolver: PromptResolver | None = None
 
@@ -197,7 +211,7 @@ class Estimator(BaseEstimator):
         for p in prompts:
             self._text_cache.move_to_end(p)
             out.append(self._text_cache[p])
-        while len(self._text_cache) > int(self.config.get("text_cache_size", 256)):
+        while len(self._text_cache) > self.settings.text_cache_size:
             self._text_cache.popitem(last=False)
         return torch.stack(out)
 
@@ -230,8 +244,8 @@ class Estimator(BaseEstimator):
             encoder = (ClipTextEncoder(self.net, self.tokenizer) if self.resolver_kind == "clip"
                        else default_sentence_encoder())
             self._resolver = PromptResolver(self.catalogue, encoder.encode,
-                                            threshold=float(self.config.get("prompt_threshold", 0.4)),
-                                            part_threshold=float(self.config.get("prompt_part_threshold", 0.35)))
+                                            threshold=self.settings.prompt_threshold,
+                                            part_threshold=self.settings.prompt_part_threshold)
         return self._resolver
 
     def resolve_prompt(self, prompt: str) -> Resolution | None:
@@ -272,7 +286,7 @@ class Estimator(BaseEstimator):
             if full:
                 c, s = full_window(*rgb.shape[:2])
             else:
-                c, s = box_window(r.box, float(self.config.get("crop_scale", 1.4)))
+                c, s = box_window(r.box, self.settings.crop_scale)
             A = window_affine(c, s, self.size)
             key = r.frame if full else len(images)
             if key not in seen:
@@ -347,8 +361,8 @@ class Estimator(BaseEstimator):
                     passes[i] = (affines[j], sides[j], {k: v[j] for k, v in out.items()})
             # pass 2 (and more with crop_passes > 1): the pose from a crop around the box (found or given);
             # each further pass re-centres the crop on the box the previous crop predicted
-            two_pass = self.config.get("two_pass", True)
-            n_crop = max(1, int(self.config.get("crop_passes", 1))) if two_pass else int(len(passes) < len(reqs))
+            two_pass = self.settings.two_pass
+            n_crop = max(1, self.settings.crop_passes) if two_pass else int(len(passes) < len(reqs))
             for n_pass in range(n_crop):
                 with timer("preprocess"):
                     images, index, affines, sides = self._windows(frames, reqs, full=False)
@@ -360,7 +374,7 @@ class Estimator(BaseEstimator):
                             r.box = decode_box(out["box"][i], affines[i], self.size)
             refine = []
             with timer("head"):
-                min_score = float(self.config.get("min_score", 0.5))
+                min_score = self.settings.min_score
                 for i, r in enumerate(reqs):
                     A, side, o = passes[i]
                     obj = objs[r.obj]
@@ -372,7 +386,7 @@ class Estimator(BaseEstimator):
                     pose = ObjectPose(name=obj.name, R=R, t=t, score=score, grasp_frame=r.grasp,
                                       box_2d=np.asarray(r.box, dtype=float))
                     results[r.frame].append(pose)
-                    if fr.depth is not None and self.config.get("use_depth", True):
+                    if fr.depth is not None and self.depth_stage.use_depth:
                         refine.append((pose, obj, fr, o["heat"], A))
             with timer("icp"):
                 for pose, obj, fr, heat, A in refine:

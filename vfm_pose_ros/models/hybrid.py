@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.catalogue import Catalogue
+from ..core.settings import config_items, settings_from
 from ..core.types import Frame, ObjectPose, Prediction
 from .estimator import Estimator as BaseEstimator
 
@@ -45,12 +46,30 @@ BACKEND = "hybrid"
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 DEFAULT_CHECKPOINTS = {"clip": "models/clip_small.pt", "dinov2": "models/dinov2_small.pt"}
 
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """The hybrid's own settings (config keys of the same names), built once per estimator."""
+
+    region: str = "match"  # match (DINOv2 component overlapping CLIP's box) | clip (CLIP's box as is)
+    match_iou: float = 0.1  # least IoU between CLIP's box and a DINOv2 component for them to be the same object
+    fallback: str = "clip"  # clip (CLIP's pose when DINOv2 finds nothing) | none
+
+    @classmethod
+    def from_config(cls, config) -> HybridConfig:
+        settings = settings_from(cls, config)
+        if settings.region not in ("match", "clip"):
+            raise ValueError(f"hybrid region must be 'match' or 'clip'; got {settings.region!r}")
+        if settings.fallback not in ("clip", "none"):
+            raise ValueError(f"hybrid fallback must be 'clip' or 'none'; got {settings.fallback!r}")
+        return settings
+
+
 DEFAULT_CONFIG: dict = {
     "clip_checkpoint": "clip_small.pt",  # relative to the hybrid checkpoint's folder (or absolute)
     "dinov2_checkpoint": "dinov2_small.pt",
-    "region": "match",  # match (DINOv2 component overlapping CLIP's box) | clip (CLIP's box as is)
-    "match_iou": 0.1,  # least IoU between CLIP's box and a DINOv2 component for them to be the same object
-    "fallback": "clip",  # clip (CLIP's pose when DINOv2 finds nothing) | none
+    **config_items(HybridConfig()),  # region, match_iou, fallback
     "precision": "auto",
 }
 # The hybrid has no network of its own: its "small" configuration is the one made of the small checkpoints.
@@ -207,10 +226,7 @@ class Estimator(BaseEstimator):
 
     def __init__(self, clip_estimator, dinov2_estimator, config: dict | None = None):
         cfg = {**DEFAULT_CONFIG, **(config or {})}
-        if cfg["region"] not in ("match", "clip"):
-            raise ValueError(f"hybrid region must be 'match' or 'clip'; got {cfg['region']!r}")
-        if cfg["fallback"] not in ("clip", "none"):
-            raise ValueError(f"hybrid fallback must be 'clip' or 'none'; got {cfg['fallback']!r}")
+        self.settings = HybridConfig.from_config(cfg)
         self.clip = clip_estimator
         self.dinov2 = dinov2_estimator
         common = [n for n in self.clip.catalogue.names if n in self.dinov2.catalogue]
@@ -221,7 +237,7 @@ class Estimator(BaseEstimator):
         objects = list(self.dinov2.catalogue) + [o for o in self.clip.catalogue if o.name not in self.dinov2.catalogue]
         super().__init__(Catalogue(objects), device=self.dinov2.device, precision=self.dinov2.precision, config=cfg)
         # the geometric stage does the ICP; CLIP's own ICP (its use_depth) serves only its fallback poses
-        self.clip_icp = bool(self.clip.config.get("use_depth", True))
+        self.clip_icp = self.clip.depth_stage.use_depth
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -273,7 +289,7 @@ class Estimator(BaseEstimator):
 
     def __repr__(self) -> str:
         return (f"hybrid.Estimator(clip={self.clip.config.get('clip_model')}, "
-                f"dinov2={self.dinov2.config.get('backbone')}, region={self.config['region']}, "
+                f"dinov2={self.dinov2.config.get('backbone')}, region={self.settings.region}, "
                 f"objects={self.object_names}, device={self.device})")
 
     def resolve_prompt(self, prompt: str):
@@ -306,7 +322,7 @@ class Estimator(BaseEstimator):
 
         # 2. regions: CLIP's boxes, or DINOv2 components matching them
         dets = [dict() for _ in frames]
-        if self.config["region"] == "match":
+        if self.settings.region == "match":
             need = [i for i, f in enumerate(frames) if not f.boxes_2d and choices[i]]
             if need:
                 timer = self.dinov2.timer()
@@ -348,7 +364,7 @@ class Estimator(BaseEstimator):
                 mine = [p for p in geo[fi] if p.name == cp.name and any(np.allclose(p.box_2d, b) for b in bxs)]
                 for p in mine:
                     results[fi].append(self._join(cp, p))
-                if not mine and self.config["fallback"] == "clip":
+                if not mine and self.settings.fallback == "clip":
                     fallback[fi].append(cp)
         self._fallback(frames, fallback, results, timings)
         for fi, poses in enumerate(results):
@@ -362,13 +378,13 @@ class Estimator(BaseEstimator):
     def _regions(self, cp: ObjectPose, found: list, several: bool) -> list[np.ndarray]:
         """The boxes DINOv2 poses for one CLIP choice: matching components (best first) or CLIP's box."""
         clip_box = np.asarray(cp.box_2d, float)
-        if self.config["region"] == "clip" or not found:
+        if self.settings.region == "clip" or not found:
             return [clip_box]
         ious = [box_iou(clip_box, b) for b, _ in found]
         if several:  # no prompt: every instance of an object CLIP found present
             return [np.asarray(b, float) for b, _ in found]
         k = int(np.argmax(ious))
-        return [np.asarray(found[k][0], float)] if ious[k] >= float(self.config["match_iou"]) else [clip_box]
+        return [np.asarray(found[k][0], float)] if ious[k] >= self.settings.match_iou else [clip_box]
 
     @staticmethod
     def _join(cp: ObjectPose, p: ObjectPose) -> HybridPose:
@@ -386,7 +402,7 @@ class Estimator(BaseEstimator):
             if not cps:
                 continue
             f = frames[fi]
-            if f.depth is not None and self.clip_icp and self.dinov2.config.get("use_depth", True):
+            if f.depth is not None and self.clip_icp and self.dinov2.depth_stage.use_depth:
                 t0 = time.perf_counter()
                 refined = self.clip.predict(_replace(
                     f, prompt=None, boxes_2d={cp.name: np.asarray(cp.box_2d, float) for cp in cps}))

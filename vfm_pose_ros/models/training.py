@@ -210,11 +210,9 @@ def curves_path(out: Path) -> Path:
     return out.with_name(out.name + ".curves.png")
 
 
-def _write_curves(out: Path, history: list[dict], backend: str) -> None:
-    from ..report.figures import training_curves
-
+def _write_curves(out: Path, history: list[dict], backend: str, draw_curves) -> None:
     try:
-        training_curves(curves_path(out), history, title=f"{backend}: {out.name}")
+        draw_curves(curves_path(out), history, title=f"{backend}: {out.name}")
     except Exception as exc:  # a figure must never stop a training run
         print(f"warning: could not draw {curves_path(out)}: {exc}")
 
@@ -231,12 +229,14 @@ def _short(m: dict | None) -> str:
 def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, epochs: int, lr: float = 1e-4,
         batch_size: int = 16, time_budget_s: float | None = None, resume: bool = False, device="auto",
         num_workers: int = 0, seed: int = 0, val_frames: int = 50, progress: bool = True,
-        max_steps: int | None = None, init=None) -> dict:
+        max_steps: int | None = None, init=None, draw_curves=None) -> dict:
     """Train ``backend`` on a BOP dataset; write the checkpoint ``out`` after every epoch.
 
     Stops after ``epochs`` epochs, ``time_budget_s`` seconds of training, or ``max_steps`` steps,
     whichever comes first (the learning rate anneals to whichever is nearer). ``init``: a checkpoint whose
-    weights the network starts from (fine-tuning; ignored when resuming). Returns a summary
+    weights the network starts from (fine-tuning; ignored when resuming). ``draw_curves(path, history, title)``
+    draws the learning curves beside the checkpoint after each validated epoch (``report.figures.training_curves``;
+    passed in because ``models`` sits below ``report``; None: no figure). Returns a summary
     dict: checkpoint path, epochs and steps run, loss history, validation metrics, and the trained
     module under "net".
     """
@@ -379,8 +379,8 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
             save_checkpoint(resume_path(out), net, backend=backend, config=cfg, catalogue=cat_dict,
                             data_hash=data_hash, epoch=epoch + 1, optimizer=opt, half=False,
                             extra={"step": step, "trained_s": trained_s, "history": history})
-            if val_dataset is not None:
-                _write_curves(out, history, backend)
+            if val_dataset is not None and draw_curves is not None:
+                _write_curves(out, history, backend, draw_curves)
             print(epoch_line(record, epochs), flush=True)
         if world > 1:
             dist.barrier()

@@ -1,5 +1,5 @@
 """The metrics report (core.metrics.PoseEvaluator's summary) as text: a fixed-width table for the terminal and
-the same table in Markdown."""
+the same table in Markdown, alone or with a streamed evaluation's frame accounting."""
 from __future__ import annotations
 
 _TABLE = [  # (header, key, format)
@@ -43,3 +43,19 @@ def format_report_markdown(report: dict) -> str:
         cells = ["-" if vals.get(key) is None else fmt.format(vals[key]) for _, key, fmt in _TABLE]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def markdown_report(report: dict) -> str:
+    """A streamed evaluation's report (``data.stream_evaluation.Scorer``) in Markdown: the per-object and overall
+    rows, plus the ROS run's frame accounting."""
+    lines = [format_report_markdown(report)]
+    ros = report.get("ros", {})
+    lines += ["", f"{report['n_frames']} frames scored; {ros.get('frames_matched', 0)} matched with detections, "
+                  f"{len(ros.get('gaps', []))} without (failures), {ros.get('detections_without_ground_truth', 0)} "
+                  f"detection messages without ground truth, {ros.get('detections_unknown_class', 0)} detections "
+                  "of classes outside the catalogue (not scored)."]
+    if report.get("status") == "incomplete":
+        lines += ["", f"**INCOMPLETE**: {ros['frames_played']} of {ros['frames_in_bag']} frames of the bag were "
+                      f"played; the ground truth of the {ros['unplayed_frames']} frames never played is scored as "
+                      "failures."]
+    return "\n".join(lines) + "\n"

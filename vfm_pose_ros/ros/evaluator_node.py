@@ -51,7 +51,8 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from ..data.stream_evaluation import Scorer, markdown_report  # noqa: F401 - markdown_report re-exported
+from ..data.stream_evaluation import Scorer  # noqa: F401 - re-exported
+from ..report.tables import markdown_report
 from .env import configure_ros_env
 from .params import EVALUATOR_PARAMS, declare_checked
 
@@ -277,7 +278,7 @@ def _make_node_class():
                     self.scorer.expire(everything=True)
                     self._score_unplayed()
                 out = Path(self.p["output_dir"])
-                rep = self.scorer.write(out)
+                rep = self.scorer.write(out, markdown=markdown_report)
                 o, ros = rep["overall"], rep["ros"]
                 acc = "-" if o["add_s_01d_acc"] is None else f"{o['add_s_01d_acc']:.3f}"
                 msg = (f"report ({why}) -> {out}/report.json: {rep['n_frames']} frames, {o['n_gt']} instances, "
