@@ -31,14 +31,14 @@ W, H = 640, 480
 DEPTH_M = 0.8
 T0_NS = 2_000_000_000_000
 KINDS = ("blank", "grey", "noise", "foreign")
-# Measured with the shipped checkpoints (models/*_small.pt of 2026-12-07): published on 2 of the 4
-# foreign-object frames below; `vfm-pose bench --only phantom` over 200 empty frames: clip 37.5 % with
-# depth, 60.5 % without; hybrid 47.0 % / 54.5 %; dinov2 3.0 % / 2.0 %.
+# Measured with the shipped checkpoints (models/*_small.pt, CLIP after its negatives fine-tune): published on
+# some of the 4 foreign-object frames below; `vfm-pose bench --only phantom` over 200 empty frames: clip 22.5 %
+# with depth, 38.0 % without; hybrid 30.5 % / 32.5 %; dinov2 2.5 % / 2.0 %.
 PHANTOMS = {
-    ("clip", "foreign"): "clip_small.pt publishes poses on 2 of 4 foreign-object frames (bench: 37.5 % of 200 "
-                         "empty frames with depth); awaits the negatives fine-tune",
-    ("hybrid", "foreign"): "hybrid (CLIP selects) publishes poses on 2 of 4 foreign-object frames (bench: 47.0 % "
-                           "of 200 empty frames with depth); awaits the negatives fine-tune",
+    ("clip", "foreign"): "clip_small.pt publishes poses on foreign-object frames (bench: 22.5 % of 200 empty "
+                         "frames with depth); needs more training with negatives",
+    ("hybrid", "foreign"): "hybrid (CLIP selects) publishes poses on foreign-object frames (bench: 30.5 % of 200 "
+                           "empty frames with depth); needs more training with negatives",
 }
 
 
