@@ -233,7 +233,7 @@ class _BenchRun:
                 raise SkipSection("--soak-frames 0")
             _skip_without_ros(self.ros_ok)
             from .pipeline import Variant
-            from .rosgraph import run_soak
+            from .soak import run_soak
 
             if self.catalogue is None:
                 from .common import default_catalogue
