@@ -117,7 +117,7 @@ def phantom_lines(res: dict) -> str:
 
 
 def phantom_targets(res: dict | None) -> list[dict]:
-    """Issue 22's target per backend and input, in the form of :func:`vfm_pose_ros.bench.runner.targets`."""
+    """Issue 22's target per backend and input, in the form of :func:`vfm_pose_ros.bench.tables.targets`."""
     if not res:
         return []
     return [{"target": f"phantom rate {key} (empty frames with a published pose)", "value": r["rate"],

@@ -1,4 +1,3 @@
-# Over 500 lines on purpose: bench glue, one function per ROS 2 measurement with its process setup.
 """Measurements through ROS 2 in separate processes over real DDS (the package's Fast DDS profile, loopback).
 
 * :func:`measure_transport`: a publisher process converts a VGA numpy frame to an Image and publishes
@@ -8,8 +7,7 @@
   ros/graph.py, as ``vfm-pose launch`` starts it); this process publishes camera frames and waits for
   each answer (image published -> detections received), then replays a bag with the package's player
   in lockstep (frames/s), and reads the node's peak RSS (the kernel's VmHWM).
-* :func:`run_soak`: the whole benchmark graph (player --lockstep -> pose node -> evaluator) over a
-  bag of N small frames: RSS of the pose node and the evaluator sampled along the way, lost frames.
+* the soak run (:mod:`vfm_pose_ros.bench.soak`) builds on the process helpers here.
 
 Stamps carry ``time.monotonic_ns()`` where latency crosses processes: CLOCK_MONOTONIC is one clock
 for every process of a Linux machine.
@@ -260,6 +258,106 @@ def write_bag(frames, path: Path, catalogue, n: int | None = None, progress: boo
     return path
 
 
+class _Camera:
+    """This process as the pose node's camera: publishes a frame's messages and waits for its detections."""
+
+    def __init__(self, client: RosClient, use_depth: bool, proc: subprocess.Popen):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+        from vision_msgs.msg import Detection3DArray
+
+        from ..ros import convert
+        from ..ros.graph import load_pose_defaults
+
+        topics = load_pose_defaults()
+        self.client, self.use_depth, self.proc, self.convert = client, use_depth, proc, convert
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        node = client.node
+        self.pubs = {"info": node.create_publisher(CameraInfo, topics["camera_info_topic"], qos),
+                     "image": node.create_publisher(Image, topics["image_topic"], qos)}
+        if use_depth:
+            self.pubs["depth"] = node.create_publisher(Image, topics["depth_topic"], qos)
+        self.received: dict[int, float] = {}
+        self.sub = node.create_subscription(
+            Detection3DArray, detections_topic(),
+            lambda m: self.received.setdefault(convert.stamp_to_ns(m.header.stamp), time.monotonic()), qos)
+        self.node_diag: dict[str, str] = {}  # the node's own view: inference and receive -> publish medians
+        node.create_subscription(
+            DiagnosticArray, "/diagnostics",
+            lambda m: self.node_diag.update({kv.key: kv.value for st in m.status for kv in st.values}), qos)
+        self.msgs: list[tuple] = []
+
+    def load(self, frames: list) -> None:
+        """Convert the frames to messages once (after start-up, which is timed without it)."""
+        convert = self.convert
+        self.msgs = [(convert.rgb_to_image(f.rgb), convert.depth_to_image(f.depth),
+                      convert.K_to_camera_info(f.K, f.rgb.shape[1], f.rgb.shape[0])) for f in frames]
+
+    def wait_for_node(self) -> bool:
+        """True once every publisher and the detections subscription have matched the node."""
+        ready = self.client.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in self.pubs.values())
+                                       and self.sub.get_publisher_count() >= 1, timeout=900, proc=self.proc)
+        if ready:
+            self.client.spin_until(lambda: False, timeout=0.5)  # both sides matched
+        return ready
+
+    def send(self, stamp: int, i: int) -> float | None:
+        """Milliseconds from publishing frame ``i`` at ``stamp`` to its detections; None if none came."""
+        image, depth, info = self.msgs[i % len(self.msgs)]
+        header = self.convert.make_header(stamp, "camera_color_optical_frame")
+        image.header = depth.header = info.header = header
+        t0 = time.monotonic()
+        self.pubs["info"].publish(info)
+        if self.use_depth:
+            self.pubs["depth"].publish(depth)
+        self.pubs["image"].publish(image)
+        if not self.client.spin_until(lambda: stamp in self.received, timeout=300, proc=self.proc, step=0.01):
+            return None
+        return (self.received[stamp] - t0) * 1e3
+
+    def node_figures(self) -> dict:
+        """The node's own medians over the same frames (warm-up included), after one more diagnostics period:
+        inference, received -> published, and the estimator's stage medians (preprocess, backbone, head, icp..)."""
+        self.node_diag.clear()
+        self.client.spin_until(lambda: bool(self.node_diag), timeout=5.0)
+        diag = self.node_diag
+        node = {k: _float_or_none(diag.get(k))
+                for k in ("inference_median_ms", "latency_p50_ms", "frames_roi", "frames_estimated", "frames_tracked")}
+        stage_keys = [k for k in diag if k.startswith("stage_") and k.endswith("_median_ms")]
+        node["stages_ms"] = {k[len("stage_"):-len("_median_ms")]: _float_or_none(diag[k]) for k in stage_keys}
+        node["backbone_median_ms"] = node["stages_ms"].get("backbone")
+        return node
+
+
+def _latency_run(camera: _Camera, backend: str, n_frames: int, warmup: int, probe,
+                 progress: bool) -> tuple[list[float], dict]:
+    """(latency per answered frame in ms, the figures), the backbone reference (``probe``) timed after each answer."""
+    from tqdm import tqdm
+
+    for k in range(warmup):  # stamps below any bag's (1 s + i / fps): the node's stamp order stays monotonic
+        camera.send(1_000_000 * (k + 1), k)
+    lat, bbs, lost = [], [], 0
+    if probe is not None:
+        probe()  # warm this process's backbone
+    for i in tqdm(range(n_frames), desc=f"ros {backend}", leave=False, disable=not progress):
+        ms = camera.send(BENCH_STAMP_BASE_NS + i * 33_000_000, i)
+        if ms is None:
+            lost += 1
+            proc = camera.proc
+            if proc.poll() is not None:
+                raise RuntimeError(f"the pose node exited ({proc.returncode}); its log:\n{log_tail(proc)}")
+        else:
+            lat.append(ms)
+            if probe is not None:
+                bbs.append(probe())
+    out = {"latency_ms": summarize(lat), "lost": lost}
+    if bbs:
+        out["backbone_alone_ms"] = {**summarize(bbs), "interleaved": True}
+        out["ratio_latency_to_backbone"] = round(float(np.median(np.divide(lat, bbs))), 2)
+    return lat, out
+
+
 def measure_pose_node(checkpoint, backend: str, frames: list, workdir: Path, n_frames: int, warmup: int,
                       bag: Path | None = None, device: str = "cpu", precision: str = "auto",
                       progress: bool = True, probe=None, extra: dict | None = None) -> dict:
@@ -270,92 +368,23 @@ def measure_pose_node(checkpoint, backend: str, frames: list, workdir: Path, n_f
     ``extra``: further pose node parameters (the tracking-mode run sets tracking_enabled, use_depth false).
     """
     require_ros()
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
-    from tqdm import tqdm
-    from vision_msgs.msg import Detection3DArray
-
-    from ..ros import convert
-    from ..ros.graph import load_pose_defaults
-
     workdir.mkdir(parents=True, exist_ok=True)
     spec = pose_node_spec(checkpoint, backend, device=device, precision=precision, extra=extra)
     use_depth = str((extra or {}).get("use_depth", "true")).lower() == "true"
-    topics = load_pose_defaults()
     t_start = time.monotonic()
     proc = start_node(spec, workdir)
     client = RosClient("vfm_pose_bench_camera")
     out: dict = {"checkpoint": str(checkpoint), "precision": precision, "pid": proc.pid}
     try:
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        pubs = {"info": client.node.create_publisher(CameraInfo, topics["camera_info_topic"], qos),
-                "image": client.node.create_publisher(Image, topics["image_topic"], qos)}
-        if use_depth:
-            pubs["depth"] = client.node.create_publisher(Image, topics["depth_topic"], qos)
-        received: dict[int, float] = {}
-        sub = client.node.create_subscription(
-            Detection3DArray, detections_topic(),
-            lambda m: received.setdefault(convert.stamp_to_ns(m.header.stamp), time.monotonic()), qos)
-        node_diag: dict[str, str] = {}  # the node's own view: inference and receive -> publish medians
-        client.node.create_subscription(
-            DiagnosticArray, "/diagnostics",
-            lambda m: node_diag.update({kv.key: kv.value for st in m.status for kv in st.values}), qos)
-        ready = client.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values())
-                                  and sub.get_publisher_count() >= 1, timeout=900, proc=proc)
-        if not ready:
+        camera = _Camera(client, use_depth, proc)
+        if not camera.wait_for_node():
             raise RuntimeError(f"the pose node did not come up (exit {proc.poll()}); its log:\n{log_tail(proc)}")
-        client.spin_until(lambda: False, timeout=0.5)  # both sides matched
         out["startup_s"] = round(time.monotonic() - t_start, 1)
         out["memory_after_load"] = process_memory_mb(proc.pid)
-        msgs = [(convert.rgb_to_image(f.rgb), convert.depth_to_image(f.depth),
-                 convert.K_to_camera_info(f.K, f.rgb.shape[1], f.rgb.shape[0])) for f in frames]
-
-        def send(stamp: int, i: int) -> float | None:
-            image, depth, info = msgs[i % len(msgs)]
-            header = convert.make_header(stamp, "camera_color_optical_frame")
-            image.header = depth.header = info.header = header
-            t0 = time.monotonic()
-            pubs["info"].publish(info)
-            if use_depth:
-                pubs["depth"].publish(depth)
-            pubs["image"].publish(image)
-            if not client.spin_until(lambda: stamp in received, timeout=300, proc=proc, step=0.01):
-                return None
-            return (received[stamp] - t0) * 1e3
-
-        for k in range(warmup):  # stamps below any bag's (1 s + i / fps): the node's stamp order stays monotonic
-            send(1_000_000 * (k + 1), k)
-        lat, bbs, lost = [], [], 0
-        if probe is not None:
-            probe()  # warm this process's backbone
-        for i in tqdm(range(n_frames), desc=f"ros {backend}", leave=False, disable=not progress):
-            ms = send(BENCH_STAMP_BASE_NS + i * 33_000_000, i)
-            if ms is None:
-                lost += 1
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the pose node exited ({proc.returncode}); its log:\n{log_tail(proc)}")
-            else:
-                lat.append(ms)
-                if probe is not None:
-                    bbs.append(probe())
-        out["latency_ms"] = summarize(lat)
-        out["lost"] = lost
-        if bbs:
-            out["backbone_alone_ms"] = {**summarize(bbs), "interleaved": True}
-            out["ratio_latency_to_backbone"] = round(float(np.median(np.divide(lat, bbs))), 2)
-        # the node's own medians over the same frames (warm-up included), after one more diagnostics period:
-        # inference, received -> published, and the backbone time the estimator spent per frame
-        node_diag.clear()
-        client.spin_until(lambda: bool(node_diag), timeout=5.0)
-        out["node"] = {k: _float_or_none(node_diag.get(k))
-                       for k in ("inference_median_ms", "latency_p50_ms", "frames_roi", "frames_estimated",
-                                 "frames_tracked")}
-        # where the node's inference time goes: the estimator's own stage medians (preprocess, backbone, head, icp..)
-        stage_keys = [k for k in node_diag if k.startswith("stage_") and k.endswith("_median_ms")]
-        out["node"]["stages_ms"] = {k[len("stage_"):-len("_median_ms")]: _float_or_none(node_diag[k])
-                                    for k in stage_keys}
-        out["node"]["backbone_median_ms"] = out["node"]["stages_ms"].get("backbone")
+        camera.load(frames)
+        lat, figures = _latency_run(camera, backend, n_frames, warmup, probe, progress)
+        out.update(figures)
+        out["node"] = camera.node_figures()
         if lat and out["node"]["backbone_median_ms"]:
             out["ratio_latency_to_node_backbone"] = round(float(np.median(lat)) / out["node"]["backbone_median_ms"], 2)
         if bag is not None:
@@ -388,112 +417,6 @@ def replay_lockstep(bag: Path, workdir: Path, timeout_s: float = 1800) -> dict:
     s = json.loads(summary_path.read_text())
     return {k: s.get(k) for k in ("frames_sent", "frames_answered", "timeouts", "late_answers", "wall_s", "fps",
                                   "answer_latency_ms")}
-
-
-# ------------------------------------------------------------------------------------------- soak
-
-
-def run_soak(checkpoint, backend: str, n_frames: int, workdir: Path, width: int = 64, height: int = 48,
-             device: str = "cpu", progress: bool = True, distinct: int = 32) -> dict:
-    """The benchmark graph (player --lockstep -> pose node -> evaluator) over ``n_frames`` small frames."""
-    require_ros()
-    from std_msgs.msg import String
-    from tqdm import tqdm
-
-    from ..ros.graph import EVALUATOR_NODE, PLAYER_NODE, POSE_NODE, graph_nodes
-    from .common import default_catalogue, synthetic_frames
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    catalogue = default_catalogue()
-    t0 = time.monotonic()
-    # Asymmetric objects only in the scenes: the evaluator scores a continuously symmetric object at about
-    # 0.5 s per frame (MSPD over 315 symmetry copies, see the evaluator section), which would make a
-    # 10,000-frame soak take hours; the pose node still looks for every catalogue object.
-    scene_objects = [o for o in catalogue if not o.symmetric] or list(catalogue)
-    frames = synthetic_frames(scene_objects, min(distinct, n_frames), width, height, seed=1)
-    bag = write_bag(frames, workdir / "soak_bag", catalogue, n=n_frames, progress=progress)
-    out: dict = {"frames": n_frames, "size": f"{width}x{height}", "backend": backend, "checkpoint": str(checkpoint),
-                 "scene_objects": [o.name for o in scene_objects],
-                 "bag_seconds": round(time.monotonic() - t0, 1),
-                 "bag_mb": round(sum(p.stat().st_size for p in bag.rglob("*") if p.is_file()) / 2**20, 1)}
-    report_dir = workdir / "soak_eval"
-    specs = graph_nodes({"bag": str(bag), "checkpoint": str(checkpoint), "backend": backend, "device": device,
-                         "output_dir": str(report_dir), "score_threshold": "0.0",
-                         "plausibility_gates": "false",
-                         "prompt": PROMPT if backend in ("clip", "hybrid") else ""}, "benchmark")
-    by_name = {s.name: s for s in specs}
-    summary_path = workdir / "soak_player.json"
-    procs = {}
-    client = None
-    samples: list[tuple[float, int, float | None, float | None]] = []
-    try:
-        for name in (EVALUATOR_NODE, POSE_NODE, PLAYER_NODE):
-            extra = ["--summary", str(summary_path), "--quiet", "--lockstep-timeout", "60"] if name == PLAYER_NODE \
-                else None
-            procs[name] = start_node(by_name[name], workdir, extra)
-        client = RosClient("vfm_pose_bench_soak")
-        scored = {"n": 0}
-
-        def on_summary(msg):
-            try:
-                scored["n"] = int(json.loads(msg.data).get("n_frames") or 0)
-            except (ValueError, TypeError):
-                pass
-
-        client.node.create_subscription(String, f"/{EVALUATOR_NODE}/summary", on_summary, 10)
-        bar = tqdm(total=n_frames, desc="soak", unit="frame", disable=not progress)
-        t_run = time.monotonic()
-        deadline = t_run + 900 + 2.0 * n_frames
-        ev, pose = procs[EVALUATOR_NODE], procs[POSE_NODE]
-        while ev.poll() is None:
-            client.spin_until(lambda: False, timeout=1.0)
-            mp, me = process_memory_mb(pose.pid)["rss_mb"], process_memory_mb(ev.pid)["rss_mb"]
-            samples.append((time.monotonic() - t_run, scored["n"], mp, me))
-            bar.n = scored["n"]
-            bar.refresh()
-            if pose.poll() is not None:
-                raise RuntimeError(f"the pose node exited ({pose.returncode}) during the soak:\n{log_tail(pose)}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"soak did not finish in {deadline - t_run:.0f} s ({scored['n']} frames scored)")
-        bar.close()
-        out["run_seconds"] = round(time.monotonic() - t_run, 1)
-        out["peak_rss_mb"] = {"pose_node": process_memory_mb(pose.pid)["peak_rss_mb"]}
-    finally:
-        if client is not None:
-            client.close()
-        for name in (PLAYER_NODE, POSE_NODE, EVALUATOR_NODE):
-            if name in procs:
-                stop_process(procs[name])
-    out["exit_codes"] = {k: p.returncode for k, p in procs.items()}
-    player = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    report = json.loads((report_dir / "report.json").read_text()) if (report_dir / "report.json").is_file() else {}
-    ros = report.get("ros", {})
-    out["player"] = {k: player.get(k) for k in ("frames_sent", "frames_answered", "timeouts", "late_answers",
-                                                "wall_s", "fps")}
-    out["evaluator"] = {"n_frames": report.get("n_frames"), "frames_matched": ros.get("frames_matched"),
-                        "n_gaps": ros.get("n_gaps"), "duplicates": ros.get("duplicate_messages")}
-    # lost: bag frames whose detections never reached the evaluator (player timeouts are listed above)
-    out["lost_frames"] = n_frames - int(ros.get("frames_matched") or 0) if report else None
-    out["rss"] = rss_growth(samples, n_frames)
-    return out
-
-
-def rss_growth(samples, n_frames: int) -> dict:
-    """RSS growth of the pose node and the evaluator after warm-up: end minus warm-up value, and the slope
-    (MB per 1000 frames, least squares over the samples after warm-up)."""
-    warm = max(20, n_frames // 20)
-    out = {"warmup_frames": warm, "samples": len(samples)}
-    for j, name in ((2, "pose_node"), (3, "evaluator")):
-        pts = [(s[1], s[j]) for s in samples if s[j] is not None and s[1] >= warm]
-        if len(pts) < 2:
-            out[name] = {"growth_mb": None, "note": "too few samples after warm-up"}
-            continue
-        n, rss = np.array(pts, float).T
-        slope = float(np.polyfit(n, rss, 1)[0]) * 1000 if np.ptp(n) > 0 else None
-        out[name] = {"rss_after_warmup_mb": round(float(rss[0]), 1), "rss_end_mb": round(float(rss[-1]), 1),
-                     "growth_mb": round(float(rss[-1] - rss[0]), 1), "max_mb": round(float(rss.max()), 1),
-                     "slope_mb_per_1000_frames": None if slope is None else round(slope, 2)}
-    return out
 
 
 if __name__ == "__main__":

@@ -268,20 +268,21 @@ class ClipPoseDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, key) -> dict[str, torch.Tensor]:
-        """``key``: a SampleKey from the training loop's sampler (augmentation drawn from (seed, epoch, index)),
-        or a plain index (training: fresh or ``seed``-reproducible draws; evaluation: fixed)."""
+    def _sample_rng(self, key) -> tuple[int, np.random.Generator]:
+        """(index, generator): the key's own draws, fresh or seeded ones in training, fixed ones in evaluation."""
         i, rng = split_key(key)
         if rng is None and self.train:
             rng = np.random.default_rng(None if self.seed is None else [self.seed, int(i), next(self._draws)])
         elif rng is None:
             rng = np.random.default_rng(int(i))
-        cfg = self.config
-        fi, gi = self.index[i]
+        return i, rng
+
+    def _pick_target(self, fi: int, gi: int, K, rng) -> tuple:
+        """(ground truth or None, prompted object, negative, box); a negative prompts an object not in the frame."""
         sf = self.frames[fi]
-        K = np.asarray(sf.K, dtype=float)
         H, W = sf.rgb.shape[:2]
         absent = [n for n in self.names if n not in self.present[fi]]
+        target = None
         if gi < 0:  # no catalogue object in the frame: any window, any prompt, nothing present
             gt, negative = None, True
             c, half = rng.uniform([0, 0], [W, H]), 0.5 * rng.uniform(0.05, 0.4) * max(H, W)
@@ -289,16 +290,24 @@ class ClipPoseDataset(torch.utils.data.Dataset):
         else:
             gt = sf.gts[gi]
             target = self.catalogue[gt.name]
-            negative = self.train and absent and rng.random() < float(cfg.get("negative_prob", 0.1))
+            negative = self.train and absent and rng.random() < float(self.config.get("negative_prob", 0.1))
             box = _gt_box(gt, self.catalogue[gt.name], K)
         if negative:
             target = self.catalogue[str(rng.choice(absent))]
+        return gt, target, negative, box
+
+    def _prompt(self, target, i: int, rng) -> tuple[str, int]:
+        """(prompt, grasp index): drawn in training; in validation cycling through the grasp frames."""
         if self.train:
-            prompt, grasp = sample_prompt(target, rng, float(cfg.get("part_prompt_prob", 0.5)))
-        else:  # deterministic validation prompts, cycling through the grasp frames
-            frames = [None, *target.grasp_frames]
-            f = frames[i % len(frames)]
-            prompt, grasp = canonical_prompt(target, f), (0 if f is None else frames.index(f))
+            return sample_prompt(target, rng, float(self.config.get("part_prompt_prob", 0.5)))
+        frames = [None, *target.grasp_frames]
+        f = frames[i % len(frames)]
+        return canonical_prompt(target, f), (0 if f is None else frames.index(f))
+
+    def _window(self, i: int, sf, gt, box, K, rng) -> tuple[np.ndarray, float]:
+        """(centre, side) of the crop: the full frame, the object in context, or around its box (jittered)."""
+        cfg = self.config
+        H, W = sf.rgb.shape[:2]
         scale = float(cfg.get("crop_scale", 1.4))
         u = rng.random() if self.train else 2.0  # validation: fixed windows (below)
         full_p, context_p = float(cfg.get("full_frame_prob", 0.3)), float(cfg.get("context_prob", 0.0))
@@ -317,22 +326,38 @@ class ClipPoseDataset(torch.utils.data.Dataset):
                 shift, (lo, hi) = float(cfg.get("crop_shift", 0.15)), cfg.get("crop_scale_range", (0.8, 1.25))
                 center = center + rng.uniform(-shift, shift, 2) * side / scale
                 side *= rng.uniform(float(lo), float(hi))
+        return center, side
+
+    @staticmethod
+    def _window_mask(gt, A, box, S: int) -> np.ndarray:
+        """The object's mask in the window: its own mask, else its box filled; empty without an object."""
+        mask = np.zeros((S, S), np.uint8)
+        if gt is not None and gt.mask is not None:
+            return warp(gt.mask.astype(np.uint8), A, S, nearest=True, border=0)
+        if gt is not None:
+            (x0, y0), (x1, y1) = apply_affine(A, box.reshape(2, 2))
+            mask[max(int(y0), 0):max(int(np.ceil(y1)), 0), max(int(x0), 0):max(int(np.ceil(x1)), 0)] = 1
+        return mask
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        """``key``: a SampleKey from the training loop's sampler (augmentation drawn from (seed, epoch, index)),
+        or a plain index (training: fresh or ``seed``-reproducible draws; evaluation: fixed)."""
+        import cv2
+
+        i, rng = self._sample_rng(key)
+        fi, gi = self.index[i]
+        sf = self.frames[fi]
+        K = np.asarray(sf.K, dtype=float)
+        gt, target, negative, box = self._pick_target(fi, gi, K, rng)
+        prompt, grasp = self._prompt(target, i, rng)
+        center, side = self._window(i, sf, gt, box, K, rng)
         S = self.size
         A = window_affine(center, side, S)
         img = warp(np.ascontiguousarray(sf.rgb), A, S)
-        if gt is None:
-            mask = np.zeros((S, S), np.uint8)
-        elif gt.mask is not None:
-            mask = warp(gt.mask.astype(np.uint8), A, S, nearest=True, border=0)
-        else:
-            mask = np.zeros((S, S), np.uint8)
-            (x0, y0), (x1, y1) = apply_affine(A, box.reshape(2, 2))
-            mask[max(int(y0), 0):max(int(np.ceil(y1)), 0), max(int(x0), 0):max(int(np.ceil(x1)), 0)] = 1
+        mask = self._window_mask(gt, A, box, S)
         box_in = np.clip(apply_affine(A, box.reshape(2, 2)).reshape(4) / S, 0.0, 1.0)
         if self.train:
             img, mask = augment(img, mask, rng)
-        import cv2
-
         heat = cv2.resize(mask.astype(np.float32), (self.grid, self.grid), interpolation=cv2.INTER_AREA)
         present = (not negative) and float(mask.sum()) >= max(16.0, 0.002 * S * S)
         if not present:

@@ -226,6 +226,229 @@ def _short(m: dict | None) -> str:
             f"found {m.get('n_predicted', 0)}/{m.get('n_gt', 0)}")
 
 
+def _setup_process(device, seed: int) -> tuple[int, int, torch.device]:
+    """(world size, rank, device): joins the process group under torchrun and seeds this rank."""
+    world, rank, local = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if world > 1 and torch.cuda.is_available():
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    else:
+        dev = pick_device(device)
+    torch.manual_seed(seed + rank)
+    np.random.seed(seed + rank)
+    return world, rank, dev
+
+
+def _load_init_weights(net: nn.Module, init, backend: str, dev, main: bool) -> None:
+    """Start ``net`` from the weights of checkpoint ``init`` (fine-tuning); a mismatch is a ValueError."""
+    state = load_checkpoint(init, expected_backend=backend, map_location=dev)
+    # a checkpoint of a frozen pretrained backbone stores only the heads: the backbone stays as built
+    try:
+        missing, unexpected = net.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}, strict=False)
+    except RuntimeError as exc:  # tensor shapes differ
+        raise ValueError(f"--init {init} does not match the {backend} network of this config: "
+                         f"{str(exc).splitlines()[-1].strip()}") from exc
+    missing = [k for k in missing if not k.startswith(("backbone.", "clip."))]
+    if missing or unexpected:
+        raise ValueError(f"--init {init} does not match the {backend} network of this config: missing "
+                         f"{missing[:5]}, unexpected {unexpected[:5]}")
+    if main:
+        print(f"starting from the weights of {init} (epoch {state.get('epoch')})")
+
+
+class _TrainingRun:
+    """The state one call of :func:`fit` carries from step to step: net, optimiser, data, counters, history."""
+
+    def __init__(self, backend: str, config: dict, train_dataset, val_dataset, catalogue, out: Path, *,
+                 epochs: int, lr: float, batch_size: int, time_budget_s, device, num_workers: int, seed: int,
+                 val_frames: int, progress: bool, max_steps, draw_curves):
+        self.backend, self.catalogue, self.out, self.val_dataset = backend, catalogue, out, val_dataset
+        self.epochs, self.lr, self.time_budget_s, self.max_steps = epochs, lr, time_budget_s, max_steps
+        self.val_frames, self.progress, self.draw_curves = val_frames, progress, draw_curves
+        self.mod = backend_module(backend)
+        self.world, rank, self.dev = _setup_process(device, seed)
+        self.main = rank == 0
+        self.net = self.mod.build_net(config, catalogue).to(self.dev)
+        self.cfg = cfg = self.net.config
+        train_ds = self.mod.make_dataset(train_dataset, catalogue, cfg, train=True)
+        if len(train_ds) < batch_size * self.world:
+            batch_size = max(1, len(train_ds) // self.world)
+        self.loader = make_train_loader(train_ds, batch_size=batch_size, seed=seed, world_size=self.world,
+                                        rank=rank, num_workers=num_workers, pin_memory=self.dev.type == "cuda")
+        self.fresh_val = (FreshLoss(self.mod.make_dataset(val_dataset, catalogue, cfg, train=True),
+                                    batch_size=batch_size) if val_dataset is not None and self.main else None)
+        self.depth_val = bool(self.main and val_dataset is not None and cfg.get("use_depth", True)
+                              and val_dataset.frame(*val_dataset.keys()[0]).depth is not None)
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=float(cfg.get("weight_decay", 0.05)))
+        planned = epochs * len(self.loader)
+        self.total_steps = max(1, planned if max_steps is None else min(max_steps, planned))
+        self.start_epoch, self.step, self.trained_s, self.history = 0, 0, 0.0, []
+        self.data_hash = _dataset_hash(train_dataset)
+        self.cat_dict = catalogue_to_dict(catalogue, net_keypoints(self.net)) if self.main else None  # sampled once
+
+    def restore(self, resume: bool, init) -> None:
+        """Continue from the resume file (``resume``), else start from ``init``'s weights when given."""
+        path = resume_path(self.out)
+        if resume and path.is_file():
+            state = load_checkpoint(path, expected_backend=self.backend, map_location=self.dev)
+            self.net.load_state_dict(state["state_dict"])
+            self.opt.load_state_dict(state["optimizer"])
+            extra = state.get("extra", {})
+            self.start_epoch, self.step = int(state["epoch"]), int(extra.get("step", 0))
+            self.trained_s, self.history = float(extra.get("trained_s", 0.0)), list(extra.get("history", []))
+            if state.get("data_hash") != self.data_hash and self.main:
+                print(f"warning: resuming on different training data (hash {state.get('data_hash')} -> "
+                      f"{self.data_hash})")
+            if self.main:
+                print(f"resumed from {path} at epoch {self.start_epoch}, step {self.step}")
+            return
+        if resume and self.main:
+            print(f"--resume: no {path} yet, starting from scratch")
+        if init is not None:
+            _load_init_weights(self.net, init, self.backend, self.dev, self.main)
+
+    def prepare_steps(self) -> None:
+        """The loss module (DistributedDataParallel-wrapped when distributed) and the precision context."""
+        if self.world > 1:
+            device_ids = [self.dev.index] if self.dev.type == "cuda" else None
+            self.loss_fn = nn.parallel.DistributedDataParallel(_LossModule(self.net), device_ids=device_ids)
+        else:
+            self.loss_fn = _LossModule(self.net)
+        self.amp, self.scaler = training_precision(self.cfg.get("precision"), self.dev)
+
+    def stop_now(self) -> bool:
+        """Budget or step limit reached; every rank must stop on the same step."""
+        done = ((self.time_budget_s is not None and self.trained_s >= self.time_budget_s)
+                or (self.max_steps is not None and self.step >= self.max_steps))
+        if self.world > 1:
+            flag = torch.tensor([int(done)], device=self.dev)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            done = bool(flag.item())
+        return done
+
+    def train_epoch(self, epoch: int, bar) -> tuple[dict[str, float], int, bool]:
+        """(summed logs, batches run, stopped early) of one pass over ``bar`` (the loader, under tqdm)."""
+        self.loader.sampler.set_epoch(epoch)  # the workers' samples follow the sampler's keys (models.sampling)
+        self.net.train()
+        sums: dict[str, float] = {}
+        n = 0
+        grad_clip = float(self.cfg.get("grad_clip", 5.0))
+        t_prev = time.perf_counter()
+        for batch in bar:  # trained_s counts wall time of loading + steps, not validation
+            if self.stop_now():
+                return sums, n, True
+            progress_frac = max(self.step / self.total_steps,
+                                self.trained_s / self.time_budget_s if self.time_budget_s else 0.0)
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr * lr_factor(progress_frac)
+            with self.amp:
+                loss, logs = self.loss_fn(_to(batch, self.dev))
+            optimizer_step(loss, self.opt, self.params, grad_clip, self.scaler)
+            self.step += 1
+            now = time.perf_counter()
+            self.trained_s += now - t_prev
+            t_prev = now
+            n += 1
+            for k, v in logs.items():
+                if v == v:  # skip NaN (e.g. no foreground in a batch)
+                    sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{self.opt.param_groups[0]['lr']:.1e}")
+        return sums, n, False
+
+    def epoch_record(self, epoch: int, sums: dict[str, float], n: int, seconds: float) -> dict:
+        """The epoch's history entry: mean logs (the loss averaged over ranks), step and learning rate."""
+        mean_logs = {k: v / n for k, v in sums.items()}
+        if self.world > 1:
+            t = torch.tensor([mean_logs.get("loss", 0.0)], device=self.dev)
+            dist.all_reduce(t)
+            mean_logs["loss"] = float(t.item()) / self.world
+        return {"epoch": epoch + 1, "step": self.step, "seconds": round(seconds, 2),
+                "lr": self.opt.param_groups[0]["lr"], **{k: round(v, 5) for k, v in mean_logs.items()}}
+
+    def _save(self, path: Path, epoch: int, **kwargs) -> None:
+        save_checkpoint(path, self.net, backend=self.backend, config=self.cfg, catalogue=self.cat_dict,
+                        data_hash=self.data_hash, epoch=epoch, **kwargs)
+
+    def validate_and_save(self, record: dict) -> None:
+        """Rank 0: validation metrics into ``record``, the checkpoint, the resume file and the curves."""
+        epoch, val = record["epoch"], self.val_dataset
+        if val is not None and not hasattr(self.mod.Estimator, "from_net"):  # validation reads the file
+            self._save(self.out, epoch, metrics={"history": self.history + [record]})
+        if val is not None:
+            record["val_fresh"] = self.fresh_val(self.net, epoch - 1, self.dev, self.amp)
+            for key, depth in (("val", False), ("val_depth", True)):
+                if depth and not self.depth_val:
+                    continue
+                record[key] = slim_report(validate(self.backend, self.net, self.catalogue, val,
+                                                   max_frames=self.val_frames, use_depth=depth, device=self.dev,
+                                                   out=self.out, progress=self.progress))
+        self.history.append(record)
+        self._save(self.out, epoch, metrics={"history": self.history, "val": record.get("val"),
+                                             "val_depth": record.get("val_depth")})
+        self._save(resume_path(self.out), epoch, optimizer=self.opt, half=False,
+                   extra={"step": self.step, "trained_s": self.trained_s, "history": self.history})
+        if val is not None and self.draw_curves is not None:
+            _write_curves(self.out, self.history, self.backend, self.draw_curves)
+        print(epoch_line(record, self.epochs), flush=True)
+
+    def run_epochs(self) -> int:
+        """Train until the epochs, the budget or the steps run out; returns the epochs completed."""
+        from tqdm import tqdm
+
+        epochs_done = self.start_epoch
+        for epoch in range(self.start_epoch, self.epochs):
+            if self.stop_now():
+                break
+            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.epochs}",
+                       disable=not (self.main and self.progress), leave=False)
+            t_epoch = time.perf_counter()
+            sums, n, stopped = self.train_epoch(epoch, bar)
+            if n == 0:
+                break
+            epochs_done = epoch + 1
+            record = self.epoch_record(epoch, sums, n, time.perf_counter() - t_epoch)
+            if self.main:
+                self.validate_and_save(record)
+            if self.world > 1:
+                dist.barrier()
+            if stopped:
+                break
+        return epochs_done
+
+    def summarise(self, epochs_done: int, init) -> dict:
+        """The summary dict (also written as ``<out>.json`` by rank 0), with the final validation."""
+        history = self.history
+        summary = {"checkpoint": str(self.out), "init": None if init is None else str(init), "epochs": epochs_done,
+                   "steps": self.step, "trained_s": round(self.trained_s, 1),
+                   "history": history, "val": history[-1].get("val") if history else None}
+        if history and history[-1].get("val_depth"):
+            summary["val_depth"] = history[-1]["val_depth"]
+        if self.main and self.val_dataset is not None and history and hasattr(self.mod, "extra_validation"):
+            summary["val_extra"] = self.mod.extra_validation(self.net, self.catalogue, self.val_dataset,
+                                                             device=self.dev, max_frames=self.val_frames,
+                                                             progress=self.progress)
+            self.net.train(True)
+        if self.main:
+            _print_summary(summary, self.step, self.trained_s, self.out)
+            self.out.with_name(self.out.name + ".json").write_text(json.dumps(summary, indent=1, default=float))
+        return summary
+
+
+def _print_summary(summary: dict, step: int, trained_s: float, out: Path) -> None:
+    print(f"trained {summary['epochs']} epoch(s), {step} steps, {trained_s / 60:.1f} min -> {out}")
+    if summary.get("val"):
+        print(f"  val RGB-only : {_short(summary['val'])}")
+    if summary.get("val_depth"):
+        print(f"  val RGB-D+ICP: {_short(summary['val_depth'])}")
+    if summary.get("val_extra"):
+        print("  val extra    : " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                              for k, v in summary["val_extra"].items()))
+
+
 def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, epochs: int, lr: float = 1e-4,
         batch_size: int = 16, time_budget_s: float | None = None, resume: bool = False, device="auto",
         num_workers: int = 0, seed: int = 0, val_frames: int = 50, progress: bool = True,
@@ -240,172 +463,14 @@ def fit(backend: str, config: dict, train_dataset, val_dataset, catalogue, out, 
     dict: checkpoint path, epochs and steps run, loss history, validation metrics, and the trained
     module under "net".
     """
-    from tqdm import tqdm
-
-    out = Path(out)
-    mod = backend_module(backend)
-    world, rank, local = _dist_info()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if world > 1 and torch.cuda.is_available():
-        dev = torch.device("cuda", local)
-        torch.cuda.set_device(dev)
-    else:
-        dev = pick_device(device)
-    main = rank == 0
-    torch.manual_seed(seed + rank)
-    np.random.seed(seed + rank)
-
-    net = mod.build_net(config, catalogue).to(dev)
-    cfg = net.config
-    train_ds = mod.make_dataset(train_dataset, catalogue, cfg, train=True)
-    if len(train_ds) < batch_size * world:
-        batch_size = max(1, len(train_ds) // world)
-    loader = make_train_loader(train_ds, batch_size=batch_size, seed=seed, world_size=world, rank=rank,
-                               num_workers=num_workers, pin_memory=dev.type == "cuda")
-    fresh_val = (FreshLoss(mod.make_dataset(val_dataset, catalogue, cfg, train=True), batch_size=batch_size)
-                 if val_dataset is not None and main else None)
-    depth_val = bool(main and val_dataset is not None and cfg.get("use_depth", True)
-                     and val_dataset.frame(*val_dataset.keys()[0]).depth is not None)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=float(cfg.get("weight_decay", 0.05)))
-    steps_per_epoch = len(loader)
-    total_steps = max(1, epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch))
-
-    start_epoch, step, trained_s, history = 0, 0, 0.0, []
-    data_hash = _dataset_hash(train_dataset)
-    cat_dict = catalogue_to_dict(catalogue, net_keypoints(net)) if main else None  # sampled once
-    if resume and resume_path(out).is_file():
-        state = load_checkpoint(resume_path(out), expected_backend=backend, map_location=dev)
-        net.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        extra = state.get("extra", {})
-        start_epoch, step = int(state["epoch"]), int(extra.get("step", 0))
-        trained_s, history = float(extra.get("trained_s", 0.0)), list(extra.get("history", []))
-        if state.get("data_hash") != data_hash and main:
-            print(f"warning: resuming on different training data (hash {state.get('data_hash')} -> {data_hash})")
-        if main:
-            print(f"resumed from {resume_path(out)} at epoch {start_epoch}, step {step}")
-    elif resume and main:
-        print(f"--resume: no {resume_path(out)} yet, starting from scratch")
-    if init is not None and not (resume and resume_path(out).is_file()):
-        state = load_checkpoint(init, expected_backend=backend, map_location=dev)
-        # a checkpoint of a frozen pretrained backbone stores only the heads: the backbone stays as built
-        try:
-            missing, unexpected = net.load_state_dict(
-                {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}, strict=False)
-        except RuntimeError as exc:  # tensor shapes differ
-            raise ValueError(f"--init {init} does not match the {backend} network of this config: "
-                             f"{str(exc).splitlines()[-1].strip()}") from exc
-        missing = [k for k in missing if not k.startswith(("backbone.", "clip."))]
-        if missing or unexpected:
-            raise ValueError(f"--init {init} does not match the {backend} network of this config: missing "
-                             f"{missing[:5]}, unexpected {unexpected[:5]}")
-        if main:
-            print(f"starting from the weights of {init} (epoch {state.get('epoch')})")
-
-    model = net
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(_LossModule(net), device_ids=[dev.index] if dev.type == "cuda"
-                                                    else None)
-    loss_fn = model if world > 1 else _LossModule(net)
-    amp, scaler = training_precision(cfg.get("precision"), dev)
-
-    def stop_now() -> bool:
-        done = ((time_budget_s is not None and trained_s >= time_budget_s)
-                or (max_steps is not None and step >= max_steps))
-        if world > 1:  # every rank must stop on the same step
-            flag = torch.tensor([int(done)], device=dev)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            done = bool(flag.item())
-        return done
-
-    epochs_done = start_epoch
-    stopped = False
-    for epoch in range(start_epoch, epochs):
-        if stop_now():
-            break
-        loader.sampler.set_epoch(epoch)  # the workers' samples follow the sampler's keys (models.sampling)
-        net.train()
-        sums: dict[str, float] = {}
-        n = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not (main and progress), leave=False)
-        t_epoch = t_prev = time.perf_counter()
-        for batch in bar:  # trained_s counts wall time of loading + steps, not validation
-            if stop_now():
-                stopped = True
-                break
-            progress_frac = max(step / total_steps, trained_s / time_budget_s if time_budget_s else 0.0)
-            for g in opt.param_groups:
-                g["lr"] = lr * lr_factor(progress_frac)
-            batch = _to(batch, dev)
-            with amp:
-                loss, logs = loss_fn(batch)
-            optimizer_step(loss, opt, params, float(cfg.get("grad_clip", 5.0)), scaler)
-            step += 1
-            now = time.perf_counter()
-            trained_s += now - t_prev
-            t_prev = now
-            n += 1
-            for k, v in logs.items():
-                if v == v:  # skip NaN (e.g. no foreground in a batch)
-                    sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
-        if n == 0:
-            break
-        epochs_done = epoch + 1
-        mean_logs = {k: v / n for k, v in sums.items()}
-        if world > 1:
-            t = torch.tensor([mean_logs.get("loss", 0.0)], device=dev)
-            dist.all_reduce(t)
-            mean_logs["loss"] = float(t.item()) / world
-        record = {"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - t_epoch, 2),
-                  "lr": opt.param_groups[0]["lr"], **{k: round(v, 5) for k, v in mean_logs.items()}}
-        if main:
-            if val_dataset is not None and not hasattr(mod.Estimator, "from_net"):  # validation reads the file
-                save_checkpoint(out, net, backend=backend, config=cfg, catalogue=cat_dict, data_hash=data_hash,
-                                epoch=epoch + 1, metrics={"history": history + [record]})
-            if val_dataset is not None:
-                record["val_fresh"] = fresh_val(net, epoch, dev, amp)
-                for key, depth in (("val", False), ("val_depth", True)):
-                    if depth and not depth_val:
-                        continue
-                    record[key] = slim_report(validate(backend, net, catalogue, val_dataset, max_frames=val_frames,
-                                                       use_depth=depth, device=dev, out=out, progress=progress))
-            history.append(record)
-            save_checkpoint(out, net, backend=backend, config=cfg, catalogue=cat_dict, data_hash=data_hash,
-                            epoch=epoch + 1, metrics={"history": history, "val": record.get("val"),
-                                                      "val_depth": record.get("val_depth")})
-            save_checkpoint(resume_path(out), net, backend=backend, config=cfg, catalogue=cat_dict,
-                            data_hash=data_hash, epoch=epoch + 1, optimizer=opt, half=False,
-                            extra={"step": step, "trained_s": trained_s, "history": history})
-            if val_dataset is not None and draw_curves is not None:
-                _write_curves(out, history, backend, draw_curves)
-            print(epoch_line(record, epochs), flush=True)
-        if world > 1:
-            dist.barrier()
-        if stopped:
-            break
-    summary = {"checkpoint": str(out), "init": None if init is None else str(init), "epochs": epochs_done,
-               "steps": step, "trained_s": round(trained_s, 1),
-               "history": history, "val": history[-1].get("val") if history else None}
-    if history and history[-1].get("val_depth"):
-        summary["val_depth"] = history[-1]["val_depth"]
-    if main and val_dataset is not None and history and hasattr(mod, "extra_validation"):
-        summary["val_extra"] = mod.extra_validation(net, catalogue, val_dataset, device=dev,
-                                                    max_frames=val_frames, progress=progress)
-        net.train(True)
-    if main:
-        print(f"trained {summary['epochs']} epoch(s), {step} steps, {trained_s / 60:.1f} min -> {out}")
-        if summary.get("val"):
-            print(f"  val RGB-only : {_short(summary['val'])}")
-        if summary.get("val_depth"):
-            print(f"  val RGB-D+ICP: {_short(summary['val_depth'])}")
-        if summary.get("val_extra"):
-            print("  val extra    : " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                  for k, v in summary["val_extra"].items()))
-        out.with_name(out.name + ".json").write_text(json.dumps(summary, indent=1, default=float))
-    if world > 1:
+    run = _TrainingRun(backend, config, train_dataset, val_dataset, catalogue, Path(out), epochs=epochs, lr=lr,
+                       batch_size=batch_size, time_budget_s=time_budget_s, device=device, num_workers=num_workers,
+                       seed=seed, val_frames=val_frames, progress=progress, max_steps=max_steps,
+                       draw_curves=draw_curves)
+    run.restore(resume, init)
+    run.prepare_steps()
+    summary = run.summarise(run.run_epochs(), init)
+    if run.world > 1:
         dist.barrier()
-    summary["net"] = net  # the trained module itself (not in the JSON file)
+    summary["net"] = run.net  # the trained module itself (not in the JSON file)
     return summary

@@ -144,57 +144,44 @@ def _percentiles(values_ms: list[float]) -> dict:
             "p95": round(float(np.percentile(a, 95)), 3), "max": round(float(a.max()), 3)}
 
 
-def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
-    """Replay ``args.bag`` (options as in :func:`add_arguments`); returns the summary dict.
+def _selected_topics(args, bag: Path, info) -> tuple[str, dict]:
+    """(image topic, {topic: type} to publish); a topic or lockstep setting the bag cannot serve is a ValueError."""
+    from ..data.rosbag import TOPIC_IMAGE
 
-    Creates its own node (initialising rclpy with ``rclpy_args``) unless one is given.
-    """
-    import rclpy
-    from rclpy.duration import Duration
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from std_msgs.msg import String
-
-    from ..data.rosbag import TOPIC_IMAGE, TOPIC_TF_STATIC, bag_info
-
-    bag = Path(args.bag)
-    if not bag.exists():
-        raise FileNotFoundError(f"bag not found: {bag}")
     image_topic = args.image_topic or TOPIC_IMAGE
-    info = bag_info(bag)
     topics = {t: typ for t, (typ, _) in info.topics.items() if args.topics is None or t in args.topics}
     if args.topics:
         missing = sorted(set(args.topics) - set(info.topics))
         if missing:
             raise ValueError(f"topics not in {bag}: {', '.join(missing)}; it has: {', '.join(sorted(info.topics))}")
-    lockstep = args.lockstep is not None
-    if lockstep and image_topic not in topics:
+    if args.lockstep is not None and image_topic not in topics:
         raise ValueError(f"lockstep needs the image topic {image_topic} in the bag (it has: {', '.join(topics)}); "
                          "set --image-topic")
-    n_wait = max(0, int(args.wait_for_subscribers))
+    return image_topic, topics
 
-    own = node is None
-    if own:
-        from rclpy.signals import SignalHandlerOptions
 
-        from .env import configure_ros_env
+def _own_node(rclpy_args: list[str] | None):
+    """A player node of its own, rclpy initialised without its signal handlers (``_INTERRUPT`` handles them)."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
-        configure_ros_env()
-        _INTERRUPT.install()
-        if not rclpy.ok():
-            rclpy.init(args=rclpy_args, signal_handler_options=SignalHandlerOptions.NO)
-        node = rclpy.create_node(NODE_NAME)
-    log = node.get_logger()
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    from .env import configure_ros_env
 
-    latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    configure_ros_env()
+    _INTERRUPT.install()
+    if not rclpy.ok():
+        rclpy.init(args=rclpy_args, signal_handler_options=SignalHandlerOptions.NO)
+    return rclpy.create_node(NODE_NAME)
+
+
+def _publishers(node, topics: dict, args, latched, log) -> tuple[dict, dict]:
+    """({topic: publisher}, {topic: why skipped}): a topic whose message type is not importable is skipped."""
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+
+    from ..data.rosbag import TOPIC_TF_STATIC
+
     data_qos = qos_profile_sensor_data if args.qos == "sensor" else QoSProfile(depth=10)
-    pubs = {}
-    skipped = {}
+    pubs, skipped = {}, {}
     for topic, msgtype in topics.items():
         try:
             cls = message_class(msgtype)
@@ -203,47 +190,93 @@ def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
             log.warning(f"not publishing {topic}: {exc}")
             continue
         pubs[topic] = node.create_publisher(cls, topic, latched if topic == TOPIC_TF_STATIC else data_qos)
-    done_pub = node.create_publisher(String, "~/done", latched)
+    return pubs, skipped
 
-    summary: dict = {"bag": str(bag), "mode": "lockstep" if lockstep else "timed", "rate": args.rate,
+
+def _wait_then_replay(args, bag: Path, node, pubs: dict, image_topic: str, summary: dict, n_frames, log) -> None:
+    """Wait for the answerer (lockstep) and the subscribers, then replay the bag."""
+    ls = None
+    if args.lockstep is not None:
+        ls = _Lockstep()
+        cls, qos = _lockstep_subscription(node, args)
+        answers = node.create_subscription(cls, args.lockstep, ls.on_message, qos)
+        _wait_for_answerer(answers, args.wait_timeout)
+    n_wait = max(0, int(args.wait_for_subscribers))
+    waits = {image_topic: n_wait} if n_wait > 0 and image_topic in pubs else {}
+    for topic in args.wait_topics:
+        if topic not in pubs:
+            raise ValueError(f"--wait-topics {topic}: not a published topic of {bag} ({', '.join(pubs)})")
+        waits[topic] = max(waits.get(topic, 0), 1)
+    try:
+        _wait_for_subscribers({pubs[t]: n for t, n in waits.items()}, args.wait_timeout)
+    except TimeoutError as exc:
+        if ls is not None:
+            raise
+        log.warning(f"{exc}; replaying anyway")
+        summary["subscriber_wait_timed_out"] = True
+    if args.start_delay > 0:
+        time.sleep(args.start_delay)
+    _replay(args, bag, pubs, ls, image_topic, summary, n_frames, log)
+
+
+def _announce_done(node, pubs: dict, done_pub, summary: dict) -> None:
+    """Publish the summary on ``~/done`` and let reliable subscribers receive everything before we leave."""
+    from rclpy.duration import Duration
+    from std_msgs.msg import String
+
+    if not node.context.ok():
+        return
+    try:
+        done_pub.publish(String(data=json.dumps(summary)))
+        for pub in [*pubs.values(), done_pub]:
+            pub.wait_for_all_acked(Duration(seconds=2.0))
+    except KeyboardInterrupt:  # a graph that already has its report stops us while we flush: the replay is done
+        summary["flush_interrupted"] = True
+
+
+def play(args, node=None, rclpy_args: list[str] | None = None) -> dict:
+    """Replay ``args.bag`` (options as in :func:`add_arguments`); returns the summary dict.
+
+    Creates its own node (initialising rclpy with ``rclpy_args``) unless one is given.
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    from ..data.rosbag import bag_info
+
+    bag = Path(args.bag)
+    if not bag.exists():
+        raise FileNotFoundError(f"bag not found: {bag}")
+    info = bag_info(bag)
+    image_topic, topics = _selected_topics(args, bag, info)
+    own = node is None
+    if own:
+        node = _own_node(rclpy_args)
+    log = node.get_logger()
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+
+    latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    pubs, skipped = _publishers(node, topics, args, latched, log)
+    done_pub = node.create_publisher(String, "~/done", latched)
+    summary: dict = {"bag": str(bag), "mode": "timed" if args.lockstep is None else "lockstep", "rate": args.rate,
                      "frames_sent": 0, "frames_answered": 0, "timeouts": 0, "timed_out_stamps": [],
                      "late_answers": 0, "messages_sent": 0, "loops": 0, "skipped_topics": skipped}
     try:
         _INTERRUPT.arm()
-        ls = None
-        if lockstep:
-            ls = _Lockstep()
-            cls, qos = _lockstep_subscription(node, args)
-            answers = node.create_subscription(cls, args.lockstep, ls.on_message, qos)
-            _wait_for_answerer(answers, args.wait_timeout)
-        waits = {image_topic: n_wait} if n_wait > 0 and image_topic in pubs else {}
-        for topic in args.wait_topics:
-            if topic not in pubs:
-                raise ValueError(f"--wait-topics {topic}: not a published topic of {bag} ({', '.join(pubs)})")
-            waits[topic] = max(waits.get(topic, 0), 1)
-        try:
-            _wait_for_subscribers({pubs[t]: n for t, n in waits.items()}, args.wait_timeout)
-        except TimeoutError as exc:
-            if lockstep:
-                raise
-            log.warning(f"{exc}; replaying anyway")
-            summary["subscriber_wait_timed_out"] = True
-        if args.start_delay > 0:
-            time.sleep(args.start_delay)
-        _replay(args, bag, pubs, ls, image_topic, summary, info.frames, log)
+        _wait_then_replay(args, bag, node, pubs, image_topic, summary, info.frames, log)
     except KeyboardInterrupt:
         summary["interrupted"] = True
     finally:
         _INTERRUPT.disarm()
         summary["interrupted"] = summary.get("interrupted") or _INTERRUPT.pending
         summary["timed_out_stamps"] = summary["timed_out_stamps"][:1000]
-        if node.context.ok():
-            try:
-                done_pub.publish(String(data=json.dumps(summary)))
-                for pub in [*pubs.values(), done_pub]:  # let reliable subscribers receive everything before we leave
-                    pub.wait_for_all_acked(Duration(seconds=2.0))
-            except KeyboardInterrupt:  # a graph that already has its report stops us while we flush: the replay is done
-                summary["flush_interrupted"] = True
+        _announce_done(node, pubs, done_pub, summary)
         executor.shutdown(timeout_sec=2.0)
         spinner.join(timeout=2.0)  # no spinning thread may outlive the node (aborts the process at exit)
         if own:
