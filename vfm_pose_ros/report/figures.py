@@ -26,9 +26,7 @@ from ..core.catalogue import Catalogue
 from ..core.transforms import project_object, transform_points
 from ..core.types import GroundTruthPose, ObjectPose
 from .error_plots import ErrorSamples, error_figure, training_curves  # noqa: F401  (importable from here)
-from .figure_style import (  # noqa: F401
-    _FALLBACK_COLORS,
-    BACKEND_COLORS,
+from .figure_style import (  # noqa: F401  (importable from here)
     BOX_EDGES,
     GT_COLOR,
     NO_OPEN3D_ENV,
