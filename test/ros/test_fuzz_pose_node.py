@@ -34,6 +34,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 from vfm_pose_ros.ros import convert  # noqa: E402
 
+from .private_ros import close_private_node, private_node, stop_process  # noqa: E402
+
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 N_EXAMPLES = 1000  # frames from hypothesis (plus PRELUDE frames sent before any camera_info)
@@ -168,19 +170,13 @@ class Harness:
     """The fuzzer's ROS side: publishers of the node's inputs, a collector of everything it publishes."""
 
     def __init__(self, proc, log_path):
-        import rclpy
-        import rclpy.executors
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
         from vision_msgs.msg import Detection3DArray
 
         self.proc, self.log_path = proc, log_path
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("pose_node_fuzzer", context=self.ctx)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
+        self.ctx, self.node, self.executor = private_node("pose_node_fuzzer")
         # KEEP_ALL: a writer never overwrites a sample its reader has not acknowledged (publish blocks instead)
         qos = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_image = self.node.create_publisher(Image, IMAGE, qos)
@@ -255,11 +251,7 @@ class Harness:
         return {kv.key: kv.value for kv in status.values} | {"_message": status.message, "_level": status.level}
 
     def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        import rclpy
-
-        rclpy.shutdown(context=self.ctx)
+        close_private_node(self.ctx, self.node, self.executor)
 
 
 @pytest.fixture(scope="module")
@@ -276,8 +268,9 @@ def harness(tmp_path_factory, ros_env, tiny_clip_checkpoint):
          "-p", "plausibility_gates:=false", "-p", "camera_info_wait_ms:=20.0", "-p", "diagnostics_period_s:=0.25",
          "-p", "warn_every_n:=100", "-p", "grasp_frames:=all"],
         env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
-    h = Harness(proc, log_path)
-    try:
+    h = None
+    try:  # the node process is stopped whatever fails, the harness's own start included
+        h = Harness(proc, log_path)
         assert h.spin_until(lambda: all(p.get_subscription_count() for p in (h.pub_image, h.pub_depth, h.pub_info))
                             and h.node.count_publishers("/vfm_pose/detections"), 120), f"node not up:\n{h.log()}"
         # matching is per side: the node's readers may learn of our writers a moment after ours learnt of them, and
@@ -285,14 +278,9 @@ def harness(tmp_path_factory, ros_env, tiny_clip_checkpoint):
         h.spin_until(lambda: False, 1.0)
         yield h
     finally:
-        h.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if h is not None:
+            h.close()
+        stop_process(proc)
         log.close()
 
 

@@ -11,7 +11,6 @@ retrained checkpoint fixes it, the strict xfail fails and the mark must go.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ pytest.importorskip("torch", reason="torch is not installed (requirements/ml.txt
 from vfm_pose_ros.data.scenes import LMO_K  # noqa: E402
 from vfm_pose_ros.ros import convert  # noqa: E402
 from vfm_pose_ros.ros.env import find_package_file  # noqa: E402
+
+from .private_ros import close_private_node, private_node, stop_process  # noqa: E402
 
 pytestmark = pytest.mark.ros
 W, H = 640, 480
@@ -69,18 +70,12 @@ class Sender:
     """This test's ROS node: sends frames to the pose node and waits for each answer."""
 
     def __init__(self, proc, log_path):
-        import rclpy
-        import rclpy.executors
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
         from vision_msgs.msg import Detection3DArray
 
         self.proc, self.log_path = proc, log_path
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("phantom_frame_sender", context=self.ctx)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
+        self.ctx, self.node, self.executor = private_node("phantom_frame_sender")
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_image = self.node.create_publisher(Image, "/camera/color/image_raw", reliable)
         self.pub_depth = self.node.create_publisher(Image, "/camera/aligned_depth_to_color/image_raw", reliable)
@@ -114,11 +109,7 @@ class Sender:
         return self.answers[stamp]
 
     def close(self):
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
+        close_private_node(self.ctx, self.node, self.executor)
 
 
 def _run_node(backend: str, frames: dict, tmp_path) -> dict[str, list[list[tuple[str, float]]]]:
@@ -130,8 +121,9 @@ def _run_node(backend: str, frames: dict, tmp_path) -> dict[str, list[list[tuple
             [sys.executable, "-m", "vfm_pose_ros.ros.pose_node", "--ros-args", "-p", f"checkpoint:={checkpoint}",
              "-p", f"backend:={backend}", "-p", "device:=cpu", "-p", "input_qos:=reliable"],
             env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
-    sender = Sender(proc, log_path)
-    try:
+    sender = None
+    try:  # the node process is stopped whatever fails, the harness's own start included
+        sender = Sender(proc, log_path)
         assert sender.spin_until(lambda: sender.pub_image.get_subscription_count()
                                  and sender.pub_depth.get_subscription_count()
                                  and sender.node.count_publishers("/vfm_pose/detections"), 180), sender.log()
@@ -140,14 +132,9 @@ def _run_node(backend: str, frames: dict, tmp_path) -> dict[str, list[list[tuple
                         for d in sender.send(rgb).detections] for rgb in images]
                 for kind, images in frames.items()}
     finally:
-        sender.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if sender is not None:
+            sender.close()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

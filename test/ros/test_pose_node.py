@@ -21,6 +21,8 @@ pytest.importorskip("torch", reason="torch is not installed (requirements/ml.txt
 from vfm_pose_ros.core.transforms import is_rotation  # noqa: E402
 from vfm_pose_ros.ros import convert  # noqa: E402
 
+from .private_ros import close_private_node, private_node, stop_process  # noqa: E402
+
 pytestmark = pytest.mark.ros
 K = np.array([[300.0, 0, 160], [0, 300, 120], [0, 0, 1]])
 W, H = 320, 240
@@ -31,8 +33,6 @@ class Feeder:
     """The test's own ROS node: publishes camera frames, collects what the pose node publishes."""
 
     def __init__(self, proc):
-        import rclpy
-        import rclpy.executors
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
@@ -40,11 +40,7 @@ class Feeder:
         from vision_msgs.msg import Detection3DArray
 
         self.proc = proc
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("pose_node_test_feeder", context=self.ctx)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
+        self.ctx, self.node, self.executor = private_node("pose_node_test_feeder")
         reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_image = self.node.create_publisher(Image, "/camera/color/image_raw", reliable)
         self.pub_depth = self.node.create_publisher(Image, "/camera/aligned_depth_to_color/image_raw", reliable)
@@ -117,11 +113,7 @@ class Feeder:
         return future.result().results[0]
 
     def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        import rclpy
-
-        rclpy.shutdown(context=self.ctx)
+        close_private_node(self.ctx, self.node, self.executor)
 
 
 @pytest.fixture
@@ -132,15 +124,15 @@ def pose_node(spawn_python, clip_checkpoint):
                         "-p", "plausibility_gates:=false", "-p", "camera_info_wait_ms:=200.0",
                         "-p", "publish_debug_image:=true", "-p", "diagnostics_period_s:=0.3", "-p", "warn_every_n:=1",
                         "-p", "grasp_frames:=all")
-    feeder = Feeder(proc)
-    try:
+    feeder = None
+    try:  # the node process is stopped whatever fails, the feeder's own start included
+        feeder = Feeder(proc)
         feeder.wait_connected()
         yield proc, feeder
     finally:
-        feeder.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
+        if feeder is not None:
+            feeder.close()
+        stop_process(proc)
 
 
 def _check_detections(msg, stamp_ns):
