@@ -19,7 +19,7 @@ REQUIREMENTS := requirements/ros.txt requirements/base.txt requirements/ml.txt r
 STAMP := $(VENV)/.vfm_pose_ros-setup.stamp
 
 # The test command written in the README (VFM_REQUIRE_ROS=1: a missing rclpy fails instead of skipping).
-TEST_CMD := VFM_REQUIRE_ROS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest
+TEST_CMD := VFM_REQUIRE_ROS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -n auto --maxprocesses 4
 
 .PHONY: help setup test lint demo bench
 

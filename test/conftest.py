@@ -20,8 +20,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(find_package_file(FASTDDS_PROFILE))
 # A domain of its own per test session (1..101: the ids whose ports are safe on Linux; 0 is everyone's default),
-# so concurrent sessions on the same machine do not see each other's topics.
-TEST_DOMAIN_ID = 1 + os.getpid() % 101
+# so concurrent sessions on the same machine do not see each other's topics. Under pytest-xdist (`make test` runs
+# with -n) each worker gets its own: consecutive ids from the controlling process's pid, so they never collide.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... or "" without xdist
+if _XDIST_WORKER.startswith("gw"):
+    TEST_DOMAIN_ID = 1 + (os.getppid() + int(_XDIST_WORKER[2:])) % 101
+else:
+    TEST_DOMAIN_ID = 1 + os.getpid() % 101
 configure_ros_env(domain_id=TEST_DOMAIN_ID)
 
 
