@@ -11,6 +11,7 @@ from vfm_pose_ros.core.transforms import project, transform_points
 from vfm_pose_ros.core.types import Frame, ObjectPose
 from vfm_pose_ros.data.render import Renderer
 from vfm_pose_ros.models import dinov2
+from vfm_pose_ros.models.dinov2 import estimator as dinov2_estimator
 from vfm_pose_ros.models.dinov2.data import coord_targets
 from vfm_pose_ros.models.training import fit
 
@@ -64,7 +65,8 @@ def test_coord_targets_project_onto_their_cells(catalogue, scene):
             assert seen.mean() > 0.7
 
 
-def test_coords_network_loss_and_inference(catalogue, scene):
+def test_coords_network_loss_and_inference(catalogue, scene, monkeypatch):
+    torch.manual_seed(0)
     net = dinov2.build_net(TINY, catalogue)
     assert net.representation == "coords" and net.field_key == "coord"
     ds = dinov2.make_dataset(_Frames([scene]), catalogue, TINY, train=True)
@@ -89,10 +91,23 @@ def test_coords_network_loss_and_inference(catalogue, scene):
     frames = [Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth, boxes_2d=_boxes(scene)),
               Frame(rgb=scene.rgb, K=scene.K, depth=None, boxes_2d=_boxes(scene)),
               Frame(rgb=scene.rgb, K=scene.K)]  # its own detection
+    pnp_points = []  # what reaches PnP: the mask cells' correspondences, float64 numpy
+    real_pnp = dinov2_estimator.solve_pnp
+
+    def spy_pnp(p3, p2, K, conf, **kwargs):
+        pnp_points.append((p3, p2, conf))
+        return real_pnp(p3, p2, K, conf, **kwargs)
+
+    monkeypatch.setattr(dinov2_estimator, "solve_pnp", spy_pnp)
     for precision in ("fp32", "fp16"):
         est = dinov2.Estimator(net, catalogue, device="cpu", precision=precision)
+        pnp_points.clear()
         preds = est.predict_batch(frames)
-        assert len(preds) == 3 and len(est.predict(frames[0])) >= 1  # with depth: the depth stage finds them
+        assert len(preds) == 3 and isinstance(est.predict(frames[0]), list)
+        assert pnp_points, "no crop reached PnP"
+        for p3, p2, conf in pnp_points:
+            assert p3.dtype == p2.dtype == np.float64 and p3.shape[1] == 3 and len(p3) == len(p2) == len(conf)
+            assert np.all(conf == 1.0)
         for p in [q for pred in preds for q in pred]:
             assert p.R.dtype == np.float64 and np.isfinite(p.t).all() and np.isfinite(p.score)
             assert p.keypoints_2d is None or p.keypoints_2d.shape == (9, 2)
