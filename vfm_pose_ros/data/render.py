@@ -280,6 +280,18 @@ class Renderer:
             depth = np.where(buf > 0, 1.0 / buf, 0.0)
         return x0, y0, depth.reshape(-1, w)
 
+    def surface_points(self, obj, R, t, K=None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The front-most surface point under each pixel the mesh covers, in the mesh's own frame (dense
+        model coordinates, as CDPN / GDR-Net / NOCS regress): ``(flat pixel indices, Nx3 points)``, or None
+        where it covers none. The points are the perspective-correct barycentric interpolation of the face's
+        vertices, so each lies on its pixel-centre ray. ``K`` overrides the camera matrix (same image size)."""
+        mesh = self.mesh_data(obj)
+        frag = self._rasterize(mesh, R, t, K)
+        if frag is None:
+            return None
+        tri = mesh.vertices[mesh.faces[frag.face]]  # (N, 3 vertices, 3)
+        return frag.pix, np.einsum("nk,nkd->nd", frag.bary, tri)
+
     # ----------------------------------------------------------------- plane
     def _plane(self, plane: Plane, light: Light):
         """Per-pixel ray/plane intersection: depth, covered pixels (flat indices) and their uint8 colours."""

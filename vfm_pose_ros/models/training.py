@@ -242,21 +242,31 @@ def _setup_process(device, seed: int) -> tuple[int, int, torch.device]:
 
 
 def _load_init_weights(net: nn.Module, init, backend: str, dev, main: bool) -> None:
-    """Start ``net`` from the weights of checkpoint ``init`` (fine-tuning); a mismatch is a ValueError."""
+    """Start ``net`` from the weights of checkpoint ``init`` (fine-tuning).
+
+    Every tensor whose name and shape match is loaded. The head's final layer (``out.*``) may differ in shape
+    only (e.g. a "coords" DINOv2 network started from a "votes" checkpoint): it keeps its initial values, and
+    the keys left so are printed. Any other missing, unexpected or mismatched key is a ValueError.
+    """
     state = load_checkpoint(init, expected_backend=backend, map_location=dev)
+    stored = {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    own = net.state_dict()
+    mismatched = sorted(k for k, v in stored.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
+    reinit = [k for k in mismatched if k.split(".")[0] == "out"]
+    bad = [f"{k} {tuple(stored[k].shape)} -> {tuple(own[k].shape)}" for k in mismatched if k not in reinit]
+    if bad:
+        raise ValueError(f"--init {init} does not match the {backend} network of this config: shapes differ: "
+                         f"{bad[:5]}")
+    missing, unexpected = net.load_state_dict({k: v for k, v in stored.items() if k not in reinit}, strict=False)
     # a checkpoint of a frozen pretrained backbone stores only the heads: the backbone stays as built
-    try:
-        missing, unexpected = net.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}, strict=False)
-    except RuntimeError as exc:  # tensor shapes differ
-        raise ValueError(f"--init {init} does not match the {backend} network of this config: "
-                         f"{str(exc).splitlines()[-1].strip()}") from exc
-    missing = [k for k in missing if not k.startswith(("backbone.", "clip."))]
+    missing = [k for k in missing if not k.startswith(("backbone.", "clip.")) and k not in reinit]
     if missing or unexpected:
         raise ValueError(f"--init {init} does not match the {backend} network of this config: missing "
                          f"{missing[:5]}, unexpected {unexpected[:5]}")
     if main:
         print(f"starting from the weights of {init} (epoch {state.get('epoch')})")
+        if reinit:
+            print(f"left at their initial values (shape differs from {init}): {', '.join(reinit)}")
 
 
 class _TrainingRun:

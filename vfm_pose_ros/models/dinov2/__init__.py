@@ -42,6 +42,12 @@ Keypoints: ``config["keypoints"]`` is 'box' (8 box corners + centre), 'fps:N' (N
 farthest-point surface points + centre) or 'catalogue' (each object's own spec). On-surface
 keypoints are predicted far better than box corners that lie off the object, so the shipped configs use 'fps:8'.
 
+Representation (``config["representation"]``): "votes" (above, the default) or "coords": the head
+regresses, per object and cell, the model coordinates of the surface seen there (CDPN / GDR-Net / NOCS),
+normalised by the object's bounding box; targets come from the mesh rasterised in the canonical pose
+(data.coord_targets). Inference then solves PnP-RANSAC on all the object's mask cells (cell centre in the
+image, predicted coordinates), draws the keypoints with the PnP pose and scores with the inlier fraction.
+
 Symmetric objects: a keypoint on a can is ambiguous under rotation about its axis, so
 training targets use a *canonical* pose (core.symmetry.canonical_pose): the symmetric equivalent
 that turns a fixed object direction towards the camera. Predictions are then canonical
@@ -50,12 +56,12 @@ poses, which ADD-S and MSSD score correctly.
 from __future__ import annotations
 
 from .config import DEFAULT_CONFIG, OUT_STRIDE, PATCH, SMALL_CONFIG, InferenceConfig, merged_config
-from .data import KeypointDataset, make_dataset, vote_targets
+from .data import KeypointDataset, coord_targets, make_dataset, vote_targets
 from .estimator import CropJob, Estimator
 from .network import PoseNet, build_net, object_keypoints
 from .oracle import OracleEstimator
 from .voting import ransac_vote
 
 __all__ = ["DEFAULT_CONFIG", "OUT_STRIDE", "PATCH", "SMALL_CONFIG", "CropJob", "Estimator", "InferenceConfig",
-           "KeypointDataset", "OracleEstimator", "PoseNet", "build_net", "make_dataset", "merged_config",
-           "object_keypoints", "ransac_vote", "vote_targets"]
+           "KeypointDataset", "OracleEstimator", "PoseNet", "build_net", "coord_targets", "make_dataset",
+           "merged_config", "object_keypoints", "ransac_vote", "vote_targets"]

@@ -12,6 +12,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINOv2's normalisation
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH = 14
 OUT_STRIDE = 4  # head output stride (the detail branch's stride)
+REPRESENTATIONS = ("votes", "coords")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ DEFAULT_CONFIG: dict = {
     "detail_channels": [32, 64],  # conv s2 -> conv s2 -> conv: stride-4 features
     "head_channels": 128,
     "keypoints": "fps:8",  # box | fps:N | catalogue
+    # what the head regresses besides the segmentation: "votes" (PVNet unit vectors to the keypoints, RANSAC
+    # voting, PnP on the keypoints) or "coords" (per-cell model coordinates, CDPN / GDR-Net style, PnP-RANSAC on
+    # all mask cells); the keypoints above are still built (drawn at inference from the PnP pose)
+    "representation": "votes",
     # data and augmentation
     "train_margin_range": [1.05, 1.7],  # crop-scale jitter (covers stage-1 box error)
     "train_shift": 0.12,  # crop-centre jitter, fraction of the box side
@@ -62,7 +67,7 @@ DEFAULT_CONFIG: dict = {
     # loss
     "seg_weight": 1.0,
     "fg_weight": 2.0,  # cross-entropy weight of object classes relative to background
-    "vote_weight": 1.0,
+    "vote_weight": 1.0,  # the vote (or, with representation "coords", the coordinate) loss
     # inference
     "precision": "auto",  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     **config_items(InferenceConfig()),
@@ -96,4 +101,6 @@ def merged_config(config: dict | None = None, small: bool = False) -> dict:
                 out[k] = copy.deepcopy(v)
     if out["img_size"] % (PATCH * OUT_STRIDE // 2) != 0 or out["img_size"] % PATCH:
         raise ValueError(f"img_size must be a multiple of 28 (patch 14, output stride 4); got {out['img_size']}")
+    if out["representation"] not in REPRESENTATIONS:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}; got {out['representation']!r}")
     return out

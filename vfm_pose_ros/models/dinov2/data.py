@@ -1,5 +1,6 @@
 """Training data for the DINOv2 network: crops and whole letterboxed frames with segmentation labels and
-vote-vector targets (keypoints projected with the symmetry-canonical pose), and their augmentation."""
+vote-vector targets (keypoints projected with the symmetry-canonical pose) or model-coordinate targets (the
+mesh rasterised in the symmetry-canonical pose), and their augmentation."""
 from __future__ import annotations
 
 import numpy as np
@@ -93,6 +94,8 @@ class KeypointDataset(torch.utils.data.Dataset):
         self.spf = max(1, len(self.names))
         self.keypoints = {n: object_keypoints(catalogue[n], self.cfg["keypoints"]) for n in self.names}
         self.size = int(self.cfg["img_size"])
+        self.coords = self.cfg["representation"] == "coords"
+        self._renderers: dict[tuple[int, int], object] = {}  # by image size (the rays are cached per size)
 
     def __len__(self) -> int:
         return self.n_frames * self.spf
@@ -142,13 +145,26 @@ class KeypointDataset(torch.utils.data.Dataset):
         label = cv2.warpAffine(label_full, Ao, (n, n), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
         if self.train:
             img, label = _augment(img, label, rng, self.cfg["aug"], OUT_STRIDE)
-        vec = vote_targets(gts, K, A, self.names, self.keypoints, self.catalogue, S)
-        return {
+        sample = {
             "image": to_tensor(img),
             "label": torch.from_numpy(label.astype(np.int64)),
-            "vec": torch.from_numpy(vec.reshape(-1, n, n)),
             "vec_weight": torch.tensor(0.0 if full else 1.0),
         }
+        if self.coords:
+            coord, valid = coord_targets(gts, K, Ao, n, self.names, self.catalogue, self._renderer(W, H))
+            sample["coord"], sample["coord_valid"] = torch.from_numpy(coord), torch.from_numpy(valid)
+        else:
+            vec = vote_targets(gts, K, A, self.names, self.keypoints, self.catalogue, S)
+            sample["vec"] = torch.from_numpy(vec.reshape(-1, n, n))
+        return sample
+
+    def _renderer(self, width: int, height: int):
+        from ...data.render import Renderer
+
+        key = (width, height)
+        if key not in self._renderers:
+            self._renderers[key] = Renderer(width, height, K=np.eye(3))  # K is passed per frame
+        return self._renderers[key]
 
 
 def vote_targets(gts, K, A, names, keypoints: dict, catalogue: Catalogue, size: int) -> np.ndarray:
@@ -169,6 +185,45 @@ def vote_targets(gts, K, A, names, keypoints: dict, catalogue: Catalogue, size: 
         d /= np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-6)
         vec[names.index(g.name)] = d.transpose(0, 3, 1, 2)
     return vec
+
+
+def coord_targets(gts, K, Ao, n: int, names, catalogue: Catalogue, renderer) -> tuple[np.ndarray, np.ndarray]:
+    """Model coordinates (C, 3, n, n) in metres of the surface seen at each head-output cell, and their
+    validity (C, n, n) bool, for each object in ``gts``.
+
+    Each object's mesh is rasterised (z-buffer, data.render.Renderer.surface_points) in its
+    symmetry-canonical pose at the frame's full resolution; instances of one object share its image (the
+    nearer surface wins). The image is then sampled per cell like the label: warped by the output affine
+    ``Ao`` (image -> output grid) with INTER_NEAREST. Occlusion by other objects is the label's business
+    (the loss only counts cells labelled with the object).
+    """
+    import cv2
+
+    H, W = renderer.height, renderer.width
+    coord = np.zeros((len(names), 3, n, n), np.float32)
+    valid = np.zeros((len(names), n, n), bool)
+    images: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # object index -> (H*W x 3 points, H*W depth)
+    for g in gts:
+        if g.name not in names:
+            continue
+        obj = catalogue[g.name]
+        R, t = canonical_pose(obj, g.R, g.t)
+        found = renderer.surface_points(obj, R, t, K)
+        if found is None:
+            continue
+        pix, pts = found
+        ci = names.index(g.name)
+        xyz, depth = images.setdefault(ci, (np.zeros((H * W, 3), np.float32), np.full(H * W, np.inf)))
+        z = transform_points(R, t, pts)[:, 2]
+        nearer = z < depth[pix]
+        depth[pix[nearer]] = z[nearer]
+        xyz[pix[nearer]] = pts[nearer]
+    for ci, (xyz, depth) in images.items():
+        coord[ci] = cv2.warpAffine(xyz.reshape(H, W, 3), Ao, (n, n), flags=cv2.INTER_NEAREST,
+                                   borderMode=cv2.BORDER_CONSTANT).transpose(2, 0, 1)
+        seen = np.isfinite(depth).reshape(H, W).astype(np.uint8)
+        valid[ci] = cv2.warpAffine(seen, Ao, (n, n), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT) > 0
+    return coord, valid
 
 
 def make_dataset(dataset, catalogue: Catalogue, config: dict, train: bool) -> KeypointDataset:

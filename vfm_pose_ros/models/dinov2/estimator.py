@@ -1,5 +1,6 @@
-"""The DINOv2 estimator: stage 1 (detection on the letterboxed image), stage 2 (keypoint votes in a crop per
-instance), PnP and the depth stage; tracking by warm-started ICP (see the package docstring)."""
+"""The DINOv2 estimator: stage 1 (detection on the letterboxed image), stage 2 (keypoint votes, or dense model
+coordinates, in a crop per instance), PnP and the depth stage; tracking by warm-started ICP (see the package
+docstring)."""
 from __future__ import annotations
 
 import dataclasses
@@ -46,11 +47,40 @@ class CropJob:
 
 @dataclasses.dataclass
 class _Votes:
-    """A crop's keypoints voted in the image, with what the pose's score takes from the crop."""
+    """Representation "votes": a crop's keypoints voted in the image, with what the pose's score takes from it."""
 
-    keypoints: np.ndarray  # (Kp, 2) image pixels
-    confidence: np.ndarray  # (Kp,)
+    points_3d: np.ndarray  # (Kp, 3) the model keypoints, metres
+    points_2d: np.ndarray  # (Kp, 2) their voted image positions, pixels
+    confidence: np.ndarray  # (Kp,) the vote's inlier fractions
     mask_score: float
+
+    def support(self, pnp) -> float:
+        """The keypoints' share of the score: the PnP inliers' mean confidence; without PnP they did not vouch
+        for the pose and count half."""
+        conf = self.confidence
+        return float(np.mean(conf[pnp.inliers])) if pnp is not None else 0.5 * float(np.mean(conf))
+
+    def keypoints_2d(self, R, t, K) -> np.ndarray:
+        return self.points_2d
+
+
+@dataclasses.dataclass
+class _Coords:
+    """Representation "coords": a crop's mask cells as 2D-3D correspondences (cell centre in the image, the
+    predicted model coordinates there), uniform confidence."""
+
+    points_3d: np.ndarray  # (P, 3) predicted model coordinates, metres
+    points_2d: np.ndarray  # (P, 2) the cell centres, image pixels
+    confidence: np.ndarray  # (P,) ones
+    mask_score: float
+    keypoints: np.ndarray  # (Kp, 3) the model keypoints, drawn with the pose
+
+    def support(self, pnp) -> float:
+        """The PnP inlier fraction; without PnP (the depth stage alone) a half, as for votes."""
+        return len(pnp.inliers) / max(1, len(self.points_3d)) if pnp is not None else 0.5
+
+    def keypoints_2d(self, R, t, K) -> np.ndarray | None:
+        return None if R is None else project(K, transform_points(R, t, self.keypoints))
 
 
 class Estimator(_est.Estimator):
@@ -66,6 +96,9 @@ class Estimator(_est.Estimator):
         self.compile_backbone("features")
         self.names = net.object_names
         self.keypoints = net.keypoints_3d.cpu().numpy()
+        # the strategy that turns a crop's head output into 2D-3D correspondences for PnP
+        self.field_key = net.field_key
+        self._correspondences = self._coords if net.representation == "coords" else self._vote
         self._gen = torch.Generator().manual_seed(0)
 
     @classmethod
@@ -100,13 +133,15 @@ class Estimator(_est.Estimator):
     @torch.no_grad()
     def _run(self, crops: list[np.ndarray], timer, affines=None, frames=None) -> dict[str, torch.Tensor]:
         """Backbone + head on a list of SxS uint8 crops, in batches; returns class probabilities and the raw
-        vector fields (B, objects, keypoints, 2, h, w): only the mask pixels' vectors are used, so only those
-        are normalised (normalising whole maps was a quarter of the head stage).
+        field: vote vectors "vec" (B, objects, keypoints, 2, h, w) or normalised model coordinates "coord"
+        (B, objects, 3, h, w). Only the mask pixels' vectors are used, so only those are normalised
+        (normalising whole maps was a quarter of the head stage).
 
         ``affines`` (image -> crop) and ``frames`` (the frame of each crop) are unused here; they let the
         oracle (oracle.OracleEstimator) substitute perfect outputs for the network's.
         """
-        segs, vecs = [], []
+        segs, fields = [], []
+        key, per_object = self.field_key, (3,) if self.field_key == "coord" else (self.net.n_keypoints, 2)
         mb = self.settings.max_batch
         for k in range(0, len(crops), mb):
             with timer("preprocess"):
@@ -118,10 +153,10 @@ class Estimator(_est.Estimator):
                     out = self.net.head(f, x)
             with timer("head"):
                 segs.append(out["seg"].float().softmax(1).cpu())
-                v = out["vec"].float().cpu()
+                v = out[key].float().cpu()
                 B, _, h, w = v.shape
-                vecs.append(v.view(B, self.net.n_objects, self.net.n_keypoints, 2, h, w))
-        return {"seg": torch.cat(segs), "vec": torch.cat(vecs)}
+                fields.append(v.view(B, self.net.n_objects, *per_object, h, w))
+        return {"seg": torch.cat(segs), key: torch.cat(fields)}
 
     # -- stage 1 ---------------------------------------------------------------------------------
     def detect(self, frames: list[Frame], timer=None) -> list[dict[str, list[tuple[np.ndarray, float]]]]:
@@ -196,28 +231,48 @@ class Estimator(_est.Estimator):
                         jobs.append(CropJob(fi, name, A, np.asarray(box, float), score, side, len(found) > 1))
         return jobs, crops
 
-    def _vote(self, job: CropJob, seg: torch.Tensor, vec: torch.Tensor, grid_np: np.ndarray) -> _Votes | None:
-        """The crop's keypoints by RANSAC voting over the object's mask cells (inside the box when the object
-        has several instances); None when the mask is too small to vote."""
-        ci = self.names.index(job.name)
-        sel = seg.argmax(0) == ci + 1
-        inv = invert_affine(job.affine)
-        if job.several:  # other instances of this object may show in the crop: vote inside this box only
+    def _cells(self, job: CropJob, seg: torch.Tensor, grid_np: np.ndarray) -> torch.Tensor | None:
+        """The object's mask cells (h, w) bool (inside the box when the object has several instances); None
+        when there are too few to use."""
+        sel = seg.argmax(0) == self.names.index(job.name) + 1
+        if job.several:  # other instances of this object may show in the crop: keep to this box
+            inv = invert_affine(job.affine)
             inside = in_box(apply_affine(inv, grid_np.reshape(-1, 2)), job.box, self.settings.instance_box_margin)
             sel &= torch.from_numpy(inside.reshape(grid_np.shape[:2]))
-        if int(sel.sum()) < self.settings.min_mask_pixels:
+        return None if int(sel.sum()) < self.settings.min_mask_pixels else sel
+
+    def _vote(self, job: CropJob, seg: torch.Tensor, vec: torch.Tensor, grid_np: np.ndarray) -> _Votes | None:
+        """The crop's keypoints by RANSAC voting over the object's mask cells; None when the mask is too small
+        to vote."""
+        sel = self._cells(job, seg, grid_np)
+        if sel is None:
             return None
+        ci = self.names.index(job.name)
         coords = torch.from_numpy(grid_np).float()[sel]
         vecs = vec[ci][:, :, sel].permute(0, 2, 1)  # (Kp, P, 2)
         vecs = vecs / vecs.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         kp_crop, conf = ransac_vote(coords, vecs, self.settings.vote_hypotheses, self.settings.vote_cos, self._gen,
                                     self.settings.vote_score_pixels)
-        return _Votes(apply_affine(inv, kp_crop.numpy()), conf.numpy().astype(float), float(seg[ci + 1][sel].mean()))
+        return _Votes(self.keypoints[ci], apply_affine(invert_affine(job.affine), kp_crop.numpy()),
+                      conf.numpy().astype(float), float(seg[ci + 1][sel].mean()))
 
-    def _pnp(self, job: CropJob, votes: _Votes, K):
+    def _coords(self, job: CropJob, seg: torch.Tensor, coord: torch.Tensor, grid_np: np.ndarray) -> _Coords | None:
+        """The object's mask cells as correspondences: cell centres mapped back to the image, the predicted
+        model coordinates de-normalised; None when the mask is too small."""
+        sel = self._cells(job, seg, grid_np)
+        if sel is None:
+            return None
+        ci = self.names.index(job.name)
+        mask = sel.numpy()
+        xyz = coord[ci][:, sel].T.double().numpy()  # (P, 3) normalised
+        xyz = xyz * self.net.coord_scale[ci].cpu().double().numpy() + self.net.coord_centre[ci].cpu().double().numpy()
+        uv = apply_affine(invert_affine(job.affine), grid_np[mask])
+        return _Coords(xyz, uv, np.ones(len(xyz)), float(seg[ci + 1][sel].mean()), self.keypoints[ci])
+
+    def _pnp(self, job: CropJob, corr: _Votes | _Coords, K):
         s = self.settings
         thr = max(2.0, s.pnp_threshold_frac * job.side)
-        return solve_pnp(self.keypoints[self.names.index(job.name)], votes.keypoints, K, votes.confidence,
+        return solve_pnp(corr.points_3d, corr.points_2d, K, corr.confidence,
                          method=s.pnp_method, min_confidence=s.pnp_min_confidence, ransac_threshold_px=thr,
                          max_reproj_error_px=2.5 * thr)
 
@@ -234,10 +289,12 @@ class Estimator(_est.Estimator):
             mask &= keep
         return mask
 
-    def _pose(self, job: CropJob, votes: _Votes, seg: torch.Tensor, fr: Frame, stage_ms: dict) -> ObjectPose | None:
-        """PnP on the votes, then the depth stage; None when neither gives a pose. Adds to ``stage_ms``."""
+    def _pose(self, job: CropJob, corr: _Votes | _Coords, seg: torch.Tensor, fr: Frame, stage_ms: dict
+              ) -> ObjectPose | None:
+        """PnP on the correspondences, then the depth stage; None when neither gives a pose. Adds to
+        ``stage_ms``."""
         t0 = time.perf_counter()
-        pnp, why = self._pnp(job, votes, fr.K)
+        pnp, why = self._pnp(job, corr, fr.K)
         stage_ms["pnp"] += (time.perf_counter() - t0) * 1e3
         use_depth = fr.depth is not None and self.depth_stage.use_depth
         if pnp is None and not use_depth:
@@ -253,11 +310,10 @@ class Estimator(_est.Estimator):
         if pnp is None and fitness is None:
             log.debug("dinov2: %s dropped: %s, and the depth does not fit", job.name, why)
             return None
-        # without PnP the keypoints did not vouch for the pose: their confidence counts half
-        conf = votes.confidence
-        kp_conf = float(np.mean(conf[pnp.inliers])) if pnp is not None else 0.5 * float(np.mean(conf))
-        score = job.det_score * votes.mask_score * kp_conf * (_est.depth_support(fitness) if use_depth else 1.0)
-        return ObjectPose(name=job.name, R=R, t=t, score=score, keypoints_2d=votes.keypoints, box_2d=job.box,
+        score = job.det_score * corr.mask_score * corr.support(pnp) * (
+            _est.depth_support(fitness) if use_depth else 1.0)
+        kp2d = corr.keypoints_2d(*((pnp.R, pnp.t) if pnp is not None else (R, t)), fr.K)
+        return ObjectPose(name=job.name, R=R, t=t, score=score, keypoints_2d=kp2d, box_2d=job.box,
                           mask=mask_img, icp_fitness=fitness)
 
     def predict_batch(self, frames) -> list[Prediction]:
@@ -275,10 +331,10 @@ class Estimator(_est.Estimator):
         stage_ms = [{"pnp": 0.0, "icp": 0.0} for _ in frames]
         for b, job in enumerate(jobs):
             with timer("head"):
-                votes = self._vote(job, res["seg"][b], res["vec"][b], grid_np)
-            if votes is None:
+                corr = self._correspondences(job, res["seg"][b], res[self.field_key][b], grid_np)
+            if corr is None:
                 continue
-            pose = self._pose(job, votes, res["seg"][b], frames[job.frame], stage_ms[job.frame])
+            pose = self._pose(job, corr, res["seg"][b], frames[job.frame], stage_ms[job.frame])
             if pose is not None:
                 results[job.frame].append(pose)
         predictions = []

@@ -1,5 +1,6 @@
-"""The DINOv2 pose network: a timm DINOv2 ViT, a detail branch and a head giving per-object segmentation and
-keypoint vector fields at stride 4; the keypoints it is built for."""
+"""The DINOv2 pose network: a timm DINOv2 ViT, a detail branch and a head giving per-object segmentation and,
+at stride 4, either keypoint vote vector fields (representation "votes") or dense model coordinates
+("coords"); the keypoints it is built for."""
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +22,12 @@ def object_keypoints(obj: ObjectModel, spec) -> np.ndarray:
     return make_keypoints(obj.vertices, spec)
 
 
+def coord_frame(obj: ObjectModel) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, half extent per axis) that normalise the object's model coordinates to about [-1, 1]: its
+    bounding box's (the same in the symmetry-canonical frame, which only turns the object about itself)."""
+    return np.asarray(obj.bbox_center, float), np.maximum(np.asarray(obj.bbox_size, float) / 2.0, 1e-6)
+
+
 def to_tensor(img_u8: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 RGB -> normalised 3xHxW float tensor."""
     x = torch.from_numpy(np.ascontiguousarray(img_u8)).permute(2, 0, 1).float().div_(255.0)
@@ -34,9 +41,11 @@ def _conv(cin, cout, stride=1):
 
 
 class PoseNet(nn.Module):
-    """DINOv2 ViT + detail branch + head: per-object segmentation and keypoint vector fields at stride 4."""
+    """DINOv2 ViT + detail branch + head: per-object segmentation and, at stride 4, keypoint vote vectors
+    (``representation`` "votes") or model coordinates normalised by ``coord_frames`` ("coords")."""
 
-    def __init__(self, config: dict, object_names: list[str], keypoints: np.ndarray):
+    def __init__(self, config: dict, object_names: list[str], keypoints: np.ndarray,
+                 coord_frames: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__()
         self.config = config
         self.object_names = list(object_names)
@@ -62,7 +71,20 @@ class PoseNet(nn.Module):
             self.detail, det_ch = None, 0
         self.reduce = nn.Sequential(nn.Conv2d(feat_ch, ch, 1, bias=False), nn.GroupNorm(8, ch), nn.ReLU(inplace=True))
         self.fuse = nn.Sequential(_conv(ch + det_ch, ch), _conv(ch, ch))
-        self.out = nn.Conv2d(ch, (self.n_objects + 1) + self.n_objects * self.n_keypoints * 2, 1)
+        self.representation = config.get("representation", "votes")
+        if self.representation == "coords":  # per object its model coordinates (x, y, z), normalised
+            if coord_frames is None:
+                raise ValueError("representation 'coords' needs each object's coordinate frame (build_net)")
+            # not stored in checkpoints (persistent=False): rebuilt from the stored catalogue, and a votes
+            # checkpoint stays a valid --init for a coords network
+            self.register_buffer("coord_centre", torch.as_tensor(coord_frames[0], dtype=torch.float32),
+                                 persistent=False)  # (C, 3) metres
+            self.register_buffer("coord_scale", torch.as_tensor(coord_frames[1], dtype=torch.float32),
+                                 persistent=False)  # (C, 3) metres
+            field_ch = self.n_objects * 3
+        else:  # per object and keypoint a unit vote vector (dx, dy)
+            field_ch = self.n_objects * self.n_keypoints * 2
+        self.out = nn.Conv2d(ch, (self.n_objects + 1) + field_ch, 1)
 
     # -- trainability ------------------------------------------------------------------------
     def _set_trainable(self):
@@ -111,35 +133,63 @@ class PoseNet(nn.Module):
             y = torch.cat([y, self.detail(x)], dim=1)
         y = self.out(self.fuse(y))
         C = self.n_objects + 1
-        return {"seg": y[:, :C], "vec": y[:, C:]}
+        return {"seg": y[:, :C], self.field_key: y[:, C:]}
+
+    @property
+    def field_key(self) -> str:
+        """The head output's (and training batch's) name for the field beside the segmentation."""
+        return "coord" if self.representation == "coords" else "vec"
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
         x = batch["image"] if isinstance(batch, dict) else batch
         return self.head(self.features(x), x)
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy segmentation + smooth-L1 on unit vote vectors inside each object's mask (PVNet)."""
+        """Cross-entropy segmentation + the field's loss inside each object's mask: smooth-L1 on unit vote
+        vectors (PVNet; logged as "vote") or L1 on normalised model coordinates where the target is valid
+        (CDPN / GDR-Net; logged as "coord"). Both weighted by ``vote_weight`` and the sample's ``vec_weight``."""
         out = self.forward(batch)
-        seg, vec = out["seg"].float(), out["vec"].float()
+        seg, field = out["seg"].float(), out[self.field_key].float()
         label = batch["label"]
         # objects weigh more than background: in whole frames they cover a few percent of the cells
         cw = torch.full((self.n_objects + 1,), float(self.config.get("fg_weight", 2.0)), device=seg.device)
         cw[0] = 1.0
         seg_loss = F.cross_entropy(seg, label, weight=cw)
-        B, _, h, w = vec.shape
-        C, Kp = self.n_objects, self.n_keypoints
-        vec = vec.view(B, C, Kp, 2, h, w)
-        target = batch["vec"].view(B, C, Kp, 2, h, w)
+        B, C = label.shape[0], self.n_objects
         onehot = (label.unsqueeze(1) == torch.arange(1, C + 1, device=label.device).view(1, C, 1, 1)).float()
         weight = onehot * batch["vec_weight"].view(B, 1, 1, 1)  # (B, C, h, w)
-        err = F.smooth_l1_loss(vec, target, reduction="none").sum(3).mean(2)  # (B, C, h, w)
-        vote_loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
-        loss = self.config["seg_weight"] * seg_loss + self.config["vote_weight"] * vote_loss
+        if self.representation == "coords":
+            err = self._coord_error(field, batch)
+            weight = weight * batch["coord_valid"].float()
+        else:
+            err = self._vote_error(field, batch)
+        field_loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
+        loss = self.config["seg_weight"] * seg_loss + self.config["vote_weight"] * field_loss
         with torch.no_grad():
             pred = seg.argmax(1)
             fg = label > 0
             fg_acc = (pred[fg] == label[fg]).float().mean().item() if fg.any() else float("nan")
-        return loss, {"loss": loss.item(), "seg": seg_loss.item(), "vote": vote_loss.item(), "fg_acc": fg_acc}
+        name = "coord" if self.representation == "coords" else "vote"
+        return loss, {"loss": loss.item(), "seg": seg_loss.item(), name: field_loss.item(), "fg_acc": fg_acc}
+
+    def _vote_error(self, vec: torch.Tensor, batch: dict) -> torch.Tensor:
+        """(B, C, h, w) smooth-L1 between predicted and target unit vectors, summed over (dx, dy), mean over
+        keypoints."""
+        B, _, h, w = vec.shape
+        C, Kp = self.n_objects, self.n_keypoints
+        target = batch["vec"].view(B, C, Kp, 2, h, w)
+        return F.smooth_l1_loss(vec.view(B, C, Kp, 2, h, w), target, reduction="none").sum(3).mean(2)
+
+    def _coord_error(self, coord: torch.Tensor, batch: dict) -> torch.Tensor:
+        """(B, C, h, w) L1 between predicted and target normalised model coordinates, summed over x, y, z."""
+        B, _, h, w = coord.shape
+        C = self.n_objects
+        target = self.normalise_coords(batch["coord"].float().view(B, C, 3, h, w))
+        return F.l1_loss(coord.view(B, C, 3, h, w), target, reduction="none").sum(2)
+
+    def normalise_coords(self, xyz: torch.Tensor) -> torch.Tensor:
+        """Model coordinates (..., C, 3, h, w), metres -> the head's normalised units (about [-1, 1])."""
+        return (xyz - self.coord_centre.view(-1, 3, 1, 1)) / self.coord_scale.view(-1, 3, 1, 1)
 
 
 def build_net(config: dict, catalogue: Catalogue) -> PoseNet:
@@ -151,4 +201,8 @@ def build_net(config: dict, catalogue: Catalogue) -> PoseNet:
     if len({len(k) for k in kps}) != 1:
         raise ValueError(f"all objects need the same number of keypoints; got {[len(k) for k in kps]} "
                          f"(set config 'keypoints' to 'box' or 'fps:N')")
-    return PoseNet(cfg, names, np.stack(kps))
+    frames = None
+    if cfg["representation"] == "coords":
+        centres, halves = zip(*(coord_frame(catalogue[n]) for n in names))
+        frames = (np.stack(centres), np.stack(halves))
+    return PoseNet(cfg, names, np.stack(kps), frames)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ...core.affine import out_affine
 from .config import OUT_STRIDE
-from .data import vote_targets
+from .data import coord_targets, vote_targets
 from .estimator import Estimator
 
 
@@ -18,7 +18,8 @@ class OracleEstimator(Estimator):
     An upper bound that isolates the geometric stages (detection components, voting, PnP, ICP and
     tracking) from the network's error, for tests and benchmarks. Every frame it sees must carry
     ``gts`` (GroundTruthPose list with visible masks), e.g. ``frame.gts = scene_frame.gts``. Several
-    instances of one object are supported: each cell votes for the instance that covers it.
+    instances of one object are supported: each cell votes for the instance that covers it. With representation
+    "coords" the perfect output is each cell's model coordinates (the training target).
     """
 
     def _run(self, crops, timer, affines=None, frames=None):
@@ -27,6 +28,7 @@ class OracleEstimator(Estimator):
         S = crops[0].shape[0]
         n = S // OUT_STRIDE
         kps = {nm: self.keypoints[i] for i, nm in enumerate(self.names)}
+        coords = self.field_key == "coord"
         segs, vecs = [], []
         with timer("backbone"):  # stands in for the network's stages
             for A, fr in zip(affines, frames):
@@ -42,15 +44,31 @@ class OracleEstimator(Estimator):
                     inst[np.asarray(g.mask, bool)] = k + 1
                 cell_inst = cv2.warpAffine(inst, out_affine(A, OUT_STRIDE), (n, n), flags=cv2.INTER_NEAREST).astype(int)
                 label = np.zeros((n, n), np.int64)
-                vec = np.zeros((len(self.names), self.net.n_keypoints, 2, n, n), np.float32)
+                per_object = (3,) if coords else (self.net.n_keypoints, 2)
+                vec = np.zeros((len(self.names), *per_object, n, n), np.float32)
                 for k, g in enumerate(gts):
                     cells = cell_inst == k + 1
                     if not cells.any():
                         continue
                     ci = self.names.index(g.name)
                     label[cells] = ci + 1
-                    target = vote_targets([g], fr.K, A, self.names, kps, self.catalogue, S)[ci]
-                    vec[ci][:, :, cells] = target[:, :, cells]
+                    if coords:
+                        target = coord_targets([g], fr.K, out_affine(A, OUT_STRIDE), n, self.names, self.catalogue,
+                                               self._renderer(fr.shape))[0][ci]
+                    else:
+                        target = vote_targets([g], fr.K, A, self.names, kps, self.catalogue, S)[ci]
+                    vec[ci][..., cells] = target[..., cells]
                 segs.append(F.one_hot(torch.from_numpy(label), len(self.names) + 1).permute(2, 0, 1).float())
                 vecs.append(torch.from_numpy(vec))
-        return {"seg": torch.stack(segs), "vec": torch.stack(vecs)}
+        field = torch.stack(vecs)
+        if coords:  # the head's normalised units
+            field = self.net.normalise_coords(field.to(self.net.coord_scale.device)).cpu()
+        return {"seg": torch.stack(segs), self.field_key: field}
+
+    def _renderer(self, shape):
+        from ...data.render import Renderer
+
+        if getattr(self, "_oracle_renderer", None) is None or self._oracle_renderer.height != shape[0] \
+                or self._oracle_renderer.width != shape[1]:
+            self._oracle_renderer = Renderer(shape[1], shape[0], K=np.eye(3))  # K is passed per frame
+        return self._oracle_renderer
