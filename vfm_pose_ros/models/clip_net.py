@@ -392,8 +392,10 @@ class ClipPoseNet(nn.Module):
             "obj_logits": self.obj_head(text_emb),
             "grasp_logits": self.grasp_head(text_emb),
         }
-        if self.rotation_head == "anchors":  # the 6D output is the residual from the most likely anchor
-            out.update(rotation_anchors.decode(self.rot_anchor_head(q[:, 1]), out["R"], self.rot_anchors))
+        if self.rotation_head == "anchors":  # the 6D output is the residual from the most likely anchor (float32)
+            with torch.autocast(device_type=pose.device.type, enabled=False):
+                residual = sixd_to_matrix_torch(pose[:, :6].float())
+            out.update(rotation_anchors.decode(self.rot_anchor_head(q[:, 1]), residual, self.rot_anchors))
         return out
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
