@@ -111,14 +111,17 @@ def test_dinov2_coords_fits_its_frames_through_the_inference_path(scenes, tmp_pa
     assert broken["add_s_01d_acc"] <= 0.25, broken
 
 
-def test_clip_fits_its_frames_through_the_inference_path(scenes, tmp_path, monkeypatch):
+def _clip_fits_its_frames(scenes, tmp_path, monkeypatch, steps: int, **config) -> None:
+    """Train the tiny CLIP network on 2 frames (4 instances), then pose them with the estimator: the bars of
+    both CLIP tests (its rotation head, ``config``, is what differs)."""
     arch = {"embed_dim": 96, "vision_cfg": {"image_size": 96, "patch_size": 16, "width": 96, "layers": 3,
                                             "head_width": 32},
             "text_cfg": {"context_length": 16, "vocab_size": 1024, "width": 64, "heads": 2, "layers": 2}}
     cfg = clip.merged_config({"clip_arch": arch, "fusion_dim": 96, "fusion_heads": 4, "head_hidden": 192,
-                              "negative_prob": 0.0, "context_prob": 0.0, "part_prompt_prob": 0.0}, small=True)
+                              "negative_prob": 0.0, "context_prob": 0.0, "part_prompt_prob": 0.0, **config},
+                             small=True)
     two = (scenes[0], scenes[1][:2])  # 4 instances: 1,500 steps do not fit the rotations of 8
-    ckpt = _train("clip", cfg, two, tmp_path, steps=1500, lr=2e-3)
+    ckpt = _train("clip", cfg, two, tmp_path, steps=steps, lr=2e-3)
     est = clip.Estimator.from_checkpoint(ckpt, device=DEVICE, use_depth=False)
     rep = _score(est, two)
     overall, drill = rep["overall"], rep["objects"]["driller_like"]
@@ -137,3 +140,14 @@ def test_clip_fits_its_frames_through_the_inference_path(scenes, tmp_path, monke
     monkeypatch.setattr(clip, "decode_pose", wrong_rotation)
     broken = _score(est, two)["objects"]["driller_like"]
     assert broken["rot_err_median_deg"] > 10.0, broken
+
+
+def test_clip_fits_its_frames_through_the_inference_path(scenes, tmp_path, monkeypatch):
+    _clip_fits_its_frames(scenes, tmp_path, monkeypatch, steps=1500)
+
+
+def test_clip_anchor_rotation_head_fits_its_frames(scenes, tmp_path, monkeypatch):
+    """rotation_head: anchors (class over 60 anchor rotations + 6D residual) through the same path and bars, in
+    half the 6D head's steps: on the 2-core machine under load, 750 steps (104 s) gave a median rotation error of
+    2.6 deg and a median translation error of 36 mm, 500 steps (85 s) 2.8 deg and 41 mm; 1,500 steps took 264 s."""
+    _clip_fits_its_frames(scenes, tmp_path, monkeypatch, steps=750, rotation_head="anchors")

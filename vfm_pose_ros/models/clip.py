@@ -91,6 +91,11 @@ DEFAULT_CONFIG: dict = {
     "fusion_encoder_layers": 1,
     "fusion_decoder_layers": 2,
     "head_hidden": 512,
+    # rotation: "6d" regresses it (6D, Zhou et al.); "anchors" classifies it over rotation_anchors fixed rotations
+    # (60: the icosahedral group, within 44.5 deg of any rotation) and the 6D output is the residual from the
+    # chosen anchor (models/rotation_anchors.py); checkpoints without the key are 6d
+    "rotation_head": "6d",
+    "rotation_anchors": 60,
     "loss_weights": {},
     # training samples
     "crop_shift": 0.15,  # training crops: centre jitter, fraction of the object's box side (covers localisation error)

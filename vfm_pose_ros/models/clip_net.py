@@ -11,8 +11,10 @@ Pipeline of one forward pass (``ClipPoseNet``):
    *pose* query) cross-attend to them.
 4. Heads: a text-patch similarity map (where the prompted object is), a box + presence head
    on the localisation query, and rotation (6D) + image-plane centre + log depth ratio on the
-   pose query. Two heads read the text embedding alone: which catalogue object the prompt
-   names, and which of its grasp frames (class 0 = the prompt names no part).
+   pose query (with ``rotation_head: anchors``, a separate head classifies the rotation over fixed
+   anchor rotations and the 6D output is the residual from that anchor: models/rotation_anchors.py).
+   Two heads read the text embedding alone: which catalogue object the prompt names, and which
+   of its grasp frames (class 0 = the prompt names no part).
 
 The geometry of the targets (crop coordinates, allocentric rotation, depth ratio) is in
 :mod:`vfm_pose_ros.models.clip_data`; this module only sees tensors.
@@ -31,7 +33,10 @@ import torch.nn.functional as F
 
 from ..core import symmetry
 from ..core.catalogue import Catalogue
+from . import rotation_anchors
 from .backbones import RANDOM_SPECS, WeightsUnavailable, resolve_weights
+
+ROTATION_HEADS = ("6d", "anchors")
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -283,15 +288,38 @@ class ClipPoseNet(nn.Module):
         with torch.no_grad():  # start at identity rotation, the box centre, a typical depth ratio
             self.pose_head[-1].weight.mul_(0.1)
             self.pose_head[-1].bias.copy_(torch.tensor([1, 0, 0, 0, 1, 0, 0.0, 0.0, 1.0]))
+        self._build_rotation_head(d, hidden)
         self.obj_head = _mlp(embed_dim, hidden, len(self.object_names))
         self.grasp_names, grasp_valid = grasp_tables(catalogue)
         self.grasp_head = _mlp(embed_dim, hidden, grasp_valid.shape[1])
-        sym_rots, sym_axes, sym_cont = symmetry_tables(catalogue)
         self.register_buffer("grasp_valid", grasp_valid, persistent=False)
-        self.register_buffer("sym_rots", sym_rots, persistent=False)
-        self.register_buffer("sym_axes", sym_axes, persistent=False)
-        self.register_buffer("sym_cont", sym_cont, persistent=False)
+        for name, table in zip(("sym_rots", "sym_axes", "sym_cont"), symmetry_tables(catalogue)):
+            self.register_buffer(name, table, persistent=False)
         self.loss_weights = dict(self.config.get("loss_weights") or {})
+
+    def _build_rotation_head(self, d: int, hidden: int) -> None:
+        """``rotation_head: anchors``: a separate classifier over fixed anchor rotations (rot_anchor_head, on the
+        pose query); the 6D output of pose_head becomes the residual from the chosen anchor. Only this
+        module's keys are new, so such a network can start from a 6D checkpoint's weights."""
+        self.rotation_head = str(self.config.get("rotation_head", "6d"))
+        if self.rotation_head not in ROTATION_HEADS:
+            raise ValueError(f"rotation_head must be one of {', '.join(ROTATION_HEADS)}; got {self.rotation_head!r}")
+        if self.rotation_head == "anchors":
+            n = int(self.config.get("rotation_anchors", rotation_anchors.DEFAULT_ANCHORS))
+            anchors = torch.tensor(rotation_anchors.anchor_rotations(n), dtype=torch.float32)
+            self.register_buffer("rot_anchors", anchors, persistent=False)  # rebuilt from the config
+            self.rot_anchor_head = _mlp(d, hidden, len(anchors))
+
+    # modules a config may add to a network of this backend: `--init` from a checkpoint without them is allowed
+    optional_init_prefixes = ("rot_anchor_head.",)
+
+    def started_without(self, keys: list[str]) -> None:
+        """``--init`` from a 6D checkpoint: its 6D output was a whole rotation, now a residual from the anchor,
+        so those outputs start again at the identity."""
+        if any(k.startswith("rot_anchor_head.") for k in keys):
+            with torch.no_grad():
+                self.pose_head[-1].weight[:6].normal_(0.0, 1e-3)
+                self.pose_head[-1].bias[:6].copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
 
     # -- state: frozen pretrained towers are not stored (they reload from 'weights') ----------------
     def _unstored(self, key: str) -> bool:
@@ -364,7 +392,7 @@ class ClipPoseNet(nn.Module):
         window = 0.0 if self.training else float(self.config.get("peak_window", 0.0))
         centre = soft_argmax(heat * self.heat_log_temp.exp(), self.patch_centres, window)
         centre = centre + 0.25 * torch.tanh(loc[:, :2])
-        return {
+        out = {
             "heat": heat.view(b, *self.grid),
             "box": torch.cat([centre, torch.sigmoid(loc[:, 2:4])], dim=-1),
             "present": loc[:, 4],
@@ -375,6 +403,11 @@ class ClipPoseNet(nn.Module):
             "obj_logits": self.obj_head(text_emb),
             "grasp_logits": self.grasp_head(text_emb),
         }
+        if self.rotation_head == "anchors":  # the 6D output is the residual from the most likely anchor (float32)
+            with torch.autocast(device_type=pose.device.type, enabled=False):
+                residual = sixd_to_matrix_torch(pose[:, :6].float())
+            out.update(rotation_anchors.decode(self.rot_anchor_head(q[:, 1]), residual, self.rot_anchors))
+        return out
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         text_emb = batch["text_emb"] if "text_emb" in batch else self.encode_text(batch["tokens"])
@@ -397,12 +430,37 @@ class ClipPoseNet(nn.Module):
         per = torch.where(self.sym_cont[obj].unsqueeze(1), axis, full)
         return per.min(dim=1).values
 
+    def _rotation_terms(self, out: dict, R_gt: torch.Tensor, obj: torch.Tensor, pf: torch.Tensor,
+                        npos: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """(loss terms, logs) of the rotation over the present samples (weights ``pf``).
+
+        6D: the symmetry-aware :meth:`rotation_loss` on R. Anchors: cross-entropy of the logits to the anchor
+        nearest the ground truth (symmetry-aware, :func:`rotation_anchors.anchor_similarity`), plus
+        :meth:`rotation_loss` on that anchor @ residual (teacher forcing: the residual learns to correct
+        from the right anchor whatever the classifier says yet); logs the anchor top-1 accuracy
+        ``rot_acc`` (a symmetry-equivalent anchor counts as right; NaN without a present sample).
+        """
+        if self.rotation_head != "anchors":
+            return {"rot": (self.rotation_loss(out["R"], R_gt, obj) * pf).sum() / npos}, {}
+        sim = rotation_anchors.anchor_similarity(self.rot_anchors, R_gt, self.sym_rots[obj], self.sym_axes[obj],
+                                                 self.sym_cont[obj])
+        label = rotation_anchors.nearest_anchor(sim)
+        R_forced = rotation_anchors.compose(self.rot_anchors, label, out["rot_res"])
+        logits = out["rot_logits"].float()
+        terms = {"rot": (self.rotation_loss(R_forced, R_gt, obj) * pf).sum() / npos,
+                 "rot_ce": (F.cross_entropy(logits, label, reduction="none") * pf).sum() / npos}
+        with torch.no_grad():
+            picked = sim.gather(1, logits.argmax(-1, keepdim=True))[:, 0]
+            hit = (picked >= sim.gather(1, label[:, None])[:, 0] - rotation_anchors.TIE_TOL).float()
+            acc = float((hit * pf).sum() / pf.sum()) if float(pf.sum()) > 0 else float("nan")
+        return terms, {"rot_acc": acc}
+
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         from torchvision.ops import generalized_box_iou_loss
 
         out = self(batch)
         w = {"present": 1.0, "heat": 1.0, "heat_ce": 0.5, "obj": 0.5, "grasp": 0.5, "box": 2.0, "giou": 1.0,
-             "rot": 2.0, "uv": 4.0, "logz": 2.0, **self.loss_weights}
+             "rot": 2.0, "rot_ce": 1.0, "uv": 4.0, "logz": 2.0, **self.loss_weights}
         present = batch["present"].float()
         pos = present > 0.5
         npos = pos.float().sum().clamp(min=1.0)
@@ -427,11 +485,12 @@ class ClipPoseNet(nn.Module):
         pf = pos.float()
         terms["box"] = ((box_pred - box_gt).abs().mean(-1) * pf).sum() / npos
         terms["giou"] = (generalized_box_iou_loss(box_pred, box_gt, reduction="none") * pf).sum() / npos
-        terms["rot"] = (self.rotation_loss(out["R"], batch["rot"].float(), obj) * pf).sum() / npos
+        rot_terms, rot_logs = self._rotation_terms(out, batch["rot"].float(), obj, pf, npos)
+        terms.update(rot_terms)
         terms["uv"] = ((out["uv"] - batch["uv"].float()).abs().mean(-1) * pf).sum() / npos
         terms["logz"] = ((out["logz"] - batch["logz"].float()).abs() * pf).sum() / npos
         total = sum(w[k] * v for k, v in terms.items())
-        logs = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        logs = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}, **rot_logs}
         with torch.no_grad():
             logs["obj_acc"] = float((out["obj_logits"].argmax(-1) == obj).float().mean())
             logs["present_acc"] = float(((out["present"] > 0) == pos).float().mean())

@@ -260,6 +260,8 @@ def _load_init_weights(net: nn.Module, init, backend: str, dev, main: bool) -> N
     missing, unexpected = net.load_state_dict({k: v for k, v in stored.items() if k not in reinit}, strict=False)
     # a checkpoint of a frozen pretrained backbone stores only the heads: the backbone stays as built
     missing = [k for k in missing if not k.startswith(("backbone.", "clip.")) and k not in reinit]
+    fresh = [k for k in missing if k.startswith(tuple(getattr(net, "optional_init_prefixes", ())))]
+    missing = [k for k in missing if k not in fresh]
     if missing or unexpected:
         raise ValueError(f"--init {init} does not match the {backend} network of this config: missing "
                          f"{missing[:5]}, unexpected {unexpected[:5]}")
@@ -267,6 +269,10 @@ def _load_init_weights(net: nn.Module, init, backend: str, dev, main: bool) -> N
         print(f"starting from the weights of {init} (epoch {state.get('epoch')})")
         if reinit:
             print(f"left at their initial values (shape differs from {init}): {', '.join(reinit)}")
+        if fresh:
+            print(f"new in this config, left at their initial values: {', '.join(fresh)}")
+    if fresh and hasattr(net, "started_without"):
+        net.started_without(fresh)
 
 
 class _TrainingRun:
