@@ -32,13 +32,13 @@ W, H = 640, 480
 DEPTH_M = 0.8
 T0_NS = 2_000_000_000_000
 KINDS = ("blank", "grey", "noise", "foreign")
-# Measured with the shipped checkpoints (models/*_small.pt, CLIP after its negatives fine-tune): published on
-# some of the 4 foreign-object frames below; `vfm-pose bench --only phantom` over 200 empty frames: clip 22.5 %
-# with depth, 38.0 % without; hybrid 30.5 % / 32.5 %; dinov2 2.5 % / 2.0 %.
+# Measured with the shipped checkpoints (models/*_small.pt): published on some of the 4 foreign-object frames
+# below; `vfm-pose bench --only phantom` over 200 empty frames: clip 22.5 % with depth, 38.0 % without; hybrid
+# 26.0 % / 33.5 %; dinov2 0.5 % / 1.5 %.
 PHANTOMS = {
     ("clip", "foreign"): "clip_small.pt publishes poses on foreign-object frames (bench: 22.5 % of 200 empty "
                          "frames with depth); needs more training with negatives",
-    ("hybrid", "foreign"): "hybrid (CLIP selects) publishes poses on foreign-object frames (bench: 30.5 % of 200 "
+    ("hybrid", "foreign"): "hybrid (CLIP selects) publishes poses on foreign-object frames (bench: 26.0 % of 200 "
                            "empty frames with depth); needs more training with negatives",
 }
 

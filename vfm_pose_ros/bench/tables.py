@@ -195,7 +195,7 @@ def format_tables(res: dict) -> str:
     if other:
         lines += ["", _table(["section", "result"], other)]
     if res.get("targets"):
-        rows = [[t["target"], _fmt(t["value"], 2), t["limit"],
+        rows = [[t["target"], _fmt(t["value"], 3), t["limit"],  # 3 places: 0.015 must not read as its limit 0.01
                  {True: "met", False: "MISSED", None: "n/a"}[t["met"]]] for t in res["targets"]]
         lines += ["", "Targets (issues 9, 10, 22)", _table(["target", "value", "limit", ""], rows)]
     bad = {k: v for k, v in res.get("sections", {}).items() if v["status"] != "ok"}
