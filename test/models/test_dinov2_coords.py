@@ -15,6 +15,8 @@ from vfm_pose_ros.models.dinov2 import estimator as dinov2_estimator
 from vfm_pose_ros.models.dinov2.data import coord_targets
 from vfm_pose_ros.models.training import fit
 
+from .test_half_precision import gt_boxes
+
 TINY = {
     **dinov2.SMALL_CONFIG,
     "arch_overrides": {"embed_dim": 48, "depth": 2, "num_heads": 2, "init_values": None},
@@ -27,14 +29,6 @@ class _Frames(list):
     """A stand-in dataset: a list of frames with .gts/.rgb/.K (what KeypointDataset reads)."""
 
 
-def _boxes(scene) -> dict[str, np.ndarray]:
-    out = {}
-    for g in scene.gts:
-        ys, xs = np.nonzero(g.mask)
-        out[g.name] = np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
-    return out
-
-
 def test_coord_targets_project_onto_their_cells(catalogue, scene):
     """The target coordinates, moved by the canonical pose and projected, land on their cell's centre (mapped
     back to the image): within 1 px for at least 95 % of the valid cells, in object crops and the whole frame."""
@@ -42,7 +36,7 @@ def test_coord_targets_project_onto_their_cells(catalogue, scene):
     renderer = Renderer(W, H, K=np.eye(3))
     names = catalogue.names
     affines = [letterbox_affine(H, W, 112)]
-    for box in _boxes(scene).values():
+    for box in gt_boxes(scene).values():
         side = 1.3 * max(box[2] - box[0], box[3] - box[1])
         affines.append(crop_affine(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), side, 112))
     for A in affines:
@@ -88,8 +82,8 @@ def test_coords_network_loss_and_inference(catalogue, scene, monkeypatch):
     # the state dict holds no coordinate-frame buffers (rebuilt from the catalogue)
     assert not any(k.startswith("coord_") for k in net.state_dict())
 
-    frames = [Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth, boxes_2d=_boxes(scene)),
-              Frame(rgb=scene.rgb, K=scene.K, depth=None, boxes_2d=_boxes(scene)),
+    frames = [Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth, boxes_2d=gt_boxes(scene)),
+              Frame(rgb=scene.rgb, K=scene.K, depth=None, boxes_2d=gt_boxes(scene)),
               Frame(rgb=scene.rgb, K=scene.K)]  # its own detection
     pnp_points = []  # what reaches PnP: the mask cells' correspondences, float64 numpy
     real_pnp = dinov2_estimator.solve_pnp
@@ -120,7 +114,7 @@ def test_coords_oracle_poses_through_pnp_on_the_cells(catalogue, scene):
     from the pose and a score that carries the inlier fraction."""
     est = dinov2.OracleEstimator(dinov2.build_net({**TINY, "img_size": 112}, catalogue), catalogue, device="cpu",
                                  use_depth=False, min_mask_pixels=12)
-    fr = Frame(rgb=scene.rgb, K=scene.K, boxes_2d=_boxes(scene))
+    fr = Frame(rgb=scene.rgb, K=scene.K, boxes_2d=gt_boxes(scene))
     fr.gts = scene.gts
     pred = est.predict(fr)
     assert {p.name for p in pred} == {g.name for g in scene.gts}

@@ -138,7 +138,8 @@ def catalogue():
     return Catalogue.from_dir(default_catalogue_dir())
 
 
-def _boxes(scene) -> dict[str, np.ndarray]:
+def gt_boxes(scene) -> dict[str, np.ndarray]:
+    """Each ground-truth object's box (x0, y0, x1, y1) from its mask: the frame's 2D boxes for the estimators."""
     out = {}
     for g in scene.gts:
         ys, xs = np.nonzero(g.mask)
@@ -153,8 +154,8 @@ def test_dinov2_inference_and_tracking_in_half_precision(monkeypatch, catalogue,
     est = dinov2.Estimator(dinov2.build_net(TINY_DINOV2, catalogue), catalogue, device="cpu", precision=precision)
     assert est.amp_dtype == DTYPES[precision]
     guard.watch_network(est.net.backbone)
-    frames = [Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth, boxes_2d=_boxes(scene)),
-              Frame(rgb=scene.rgb, K=scene.K, depth=None, boxes_2d=_boxes(scene)),
+    frames = [Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth, boxes_2d=gt_boxes(scene)),
+              Frame(rgb=scene.rgb, K=scene.K, depth=None, boxes_2d=gt_boxes(scene)),
               Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth)]  # its own detection
     batch = est.predict_batch(frames)
     single = est.predict(frames[0])
@@ -178,7 +179,7 @@ def test_clip_inference_in_half_precision(monkeypatch, catalogue, scene, precisi
     est = clip.Estimator.from_net(net, catalogue, device="cpu", precision=precision)
     assert est.amp_dtype == DTYPES[precision]
     guard.watch_network(est.net.clip.visual)
-    boxes = _boxes(scene)
+    boxes = gt_boxes(scene)
     frames = [Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth, boxes_2d=boxes),
               Frame(rgb=scene.rgb, K=scene.K, depth=None, prompt="the can"),
               Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth, boxes_2d={"driller_like": boxes["driller_like"]})]
