@@ -60,13 +60,13 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run with a time limit, log to bench/
 }
 
 step doctor 60 "$PY" -m vfm_pose_ros.cli doctor
-if [[ $SMOKE == 1 ]]; then  # the learnability test trains for minutes on a CPU: the smoke run only collects it
+if [[ $SMOKE == 1 ]]; then  # the learnability tests (4 since the coords and anchors heads) train for minutes on a CPU: collect only
   step learnability 60 env VFM_TEST_DEVICE=cpu "$PY" -m pytest test/models/test_learnability.py -q --collect-only
   step precision 120 "$PY" scripts/precision_agreement.py --device cpu --frames 1 \
     --checkpoints models/clip_small.pt --json "$LOGDIR/gpu_precision.json"
   step bench 400 "$PY" scripts/gpu_bench.py --smoke --device cpu --repeats 2 --warmup 1 --out "$OUT"
 else
-  step learnability 150 env VFM_TEST_DEVICE=cuda "$PY" -m pytest test/models/test_learnability.py -q -x \
+  step learnability 200 env VFM_TEST_DEVICE=cuda "$PY" -m pytest test/models/test_learnability.py -q -x \
     -p no:cacheprovider
   step precision 60 "$PY" scripts/precision_agreement.py --device cuda --frames 12 --json "$LOGDIR/gpu_precision.json"
   step bench 180 "$PY" scripts/gpu_bench.py --device "$DEVICE" --repeats 20 --warmup 3 --out "$OUT"
