@@ -23,6 +23,22 @@ def test_predict_missing_checkpoint(capsys, tmp_path):
                              "--out", str(tmp_path / "r.csv"), "--quiet"], "checkpoint not found", "vfm-pose train")
 
 
+def test_predict_without_checkpoint_or_backend(capsys, tmp_path):
+    _one_line_error(capsys, ["predict", "--dataset", str(tmp_path), "--out", str(tmp_path / "r.csv"), "--quiet"],
+                    "--checkpoint FILE", "--backend")
+
+
+def test_predict_defaults_to_the_backends_shipped_checkpoint(capsys, tmp_path):
+    """Without --checkpoint the shipped models/dinov2_small.pt loads (so the error is the missing dataset's)."""
+    from vfm_pose_ros.commands.predict import checkpoint_path
+    from vfm_pose_ros.paths import find_package_file
+
+    assert checkpoint_path(None, "dinov2") == str(find_package_file("models/dinov2_small.pt"))
+    assert checkpoint_path("mine.pt", "dinov2") == "mine.pt"
+    _one_line_error(capsys, ["predict", "--backend", "dinov2", "--dataset", str(tmp_path / "nods"),
+                             "--out", str(tmp_path / "r.csv"), "--quiet", "--device", "cpu"], "nods")
+
+
 def test_predict_truncated_checkpoint(capsys, tmp_path, clip_checkpoint):
     cut = tmp_path / "cut.pt"
     cut.write_bytes(clip_checkpoint.read_bytes()[:1000])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["dinov2", "clip", "hybrid"], help="checked against the checkpoint's backend")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", help="checkpoint file (default: the shipped models/BACKEND_small.pt of --backend)")
     p.add_argument("--dataset", required=True, help="BOP dataset root")
     p.add_argument("--split", default="test")
     p.add_argument("--scene", type=int, help="only this scene id")
@@ -28,6 +28,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", help="auto | fp32 | bf16 | fp16 (default: the checkpoint's)")
     p.add_argument("--out", required=True, help="results CSV (BOP format: t in mm)")
     p.add_argument("--quiet", action="store_true")
+
+
+def checkpoint_path(checkpoint: str | None, backend: str | None) -> str:
+    """``--checkpoint``, else the shipped checkpoint of ``--backend`` (FileNotFoundError naming it when absent)."""
+    if checkpoint:
+        return checkpoint
+    if not backend:
+        raise ValueError("give --checkpoint FILE, or --backend dinov2|clip|hybrid to use its shipped checkpoint")
+    from ..paths import find_package_file
+
+    return str(find_package_file(f"models/{backend}_small.pt"))
 
 
 def check_prompt(est, prompt: str | None, quiet: bool = False) -> None:
@@ -54,7 +65,8 @@ def run(args) -> int:
     kw = {"precision": args.precision} if args.precision else {}
     if args.no_depth:
         kw["use_depth"] = False
-    est = load_estimator(args.checkpoint, device=args.device, backend=args.backend, **kw)
+    est = load_estimator(checkpoint_path(args.checkpoint, args.backend), device=args.device, backend=args.backend,
+                         **kw)
     check_prompt(est, args.prompt, quiet=args.quiet)
     ds = BopDataset(args.dataset, args.split, catalogue=est.catalogue, load_depth=not args.no_depth)
     keys = [k for k in ds.keys() if args.scene is None or k[0] == args.scene]
