@@ -37,8 +37,9 @@ def checkpoint_path(checkpoint: str | None, backend: str | None) -> str:
     if not backend:
         raise ValueError("give --checkpoint FILE, or --backend dinov2|clip|hybrid to use its shipped checkpoint")
     from ..paths import find_package_file
+    from .compare import DEFAULT_CHECKPOINTS
 
-    return str(find_package_file(f"models/{backend}_small.pt"))
+    return str(find_package_file(DEFAULT_CHECKPOINTS[backend]))
 
 
 def check_prompt(est, prompt: str | None, quiet: bool = False) -> None:
