@@ -3,6 +3,8 @@ vote-vector targets (keypoints projected with the symmetry-canonical pose) or mo
 mesh rasterised in the symmetry-canonical pose), and their augmentation."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -95,7 +97,6 @@ class KeypointDataset(torch.utils.data.Dataset):
         self.keypoints = {n: object_keypoints(catalogue[n], self.cfg["keypoints"]) for n in self.names}
         self.size = int(self.cfg["img_size"])
         self.coords = self.cfg["representation"] == "coords"
-        self._renderers: dict[tuple[int, int], object] = {}  # by image size (the rays are cached per size)
 
     def __len__(self) -> int:
         return self.n_frames * self.spf
@@ -151,20 +152,12 @@ class KeypointDataset(torch.utils.data.Dataset):
             "vec_weight": torch.tensor(0.0 if full else 1.0),
         }
         if self.coords:
-            coord, valid = coord_targets(gts, K, Ao, n, self.names, self.catalogue, self._renderer(W, H))
+            coord, valid = coord_targets(gts, K, Ao, n, self.names, self.catalogue, surface_renderer(W, H))
             sample["coord"], sample["coord_valid"] = torch.from_numpy(coord), torch.from_numpy(valid)
         else:
             vec = vote_targets(gts, K, A, self.names, self.keypoints, self.catalogue, S)
             sample["vec"] = torch.from_numpy(vec.reshape(-1, n, n))
         return sample
-
-    def _renderer(self, width: int, height: int):
-        from ...data.render import Renderer
-
-        key = (width, height)
-        if key not in self._renderers:
-            self._renderers[key] = Renderer(width, height, K=np.eye(3))  # K is passed per frame
-        return self._renderers[key]
 
 
 def vote_targets(gts, K, A, names, keypoints: dict, catalogue: Catalogue, size: int) -> np.ndarray:
@@ -185,6 +178,15 @@ def vote_targets(gts, K, A, names, keypoints: dict, catalogue: Catalogue, size: 
         d /= np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-6)
         vec[names.index(g.name)] = d.transpose(0, 3, 1, 2)
     return vec
+
+
+@functools.lru_cache(maxsize=4)
+def surface_renderer(width: int, height: int):
+    """The rasteriser of the coordinate targets for one image size, one per process (it caches its rays per size
+    and meshes per object); the camera matrix is passed per frame."""
+    from ...data.render import Renderer
+
+    return Renderer(width, height, K=np.eye(3))
 
 
 def coord_targets(gts, K, Ao, n: int, names, catalogue: Catalogue, renderer) -> tuple[np.ndarray, np.ndarray]:

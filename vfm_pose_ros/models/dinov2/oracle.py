@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ...core.affine import out_affine
 from .config import OUT_STRIDE
-from .data import coord_targets, vote_targets
+from .data import coord_targets, surface_renderer, vote_targets
 from .estimator import Estimator
 
 
@@ -54,7 +54,7 @@ class OracleEstimator(Estimator):
                     label[cells] = ci + 1
                     if coords:
                         target = coord_targets([g], fr.K, out_affine(A, OUT_STRIDE), n, self.names, self.catalogue,
-                                               self._renderer(fr.shape))[0][ci]
+                                               surface_renderer(fr.shape[1], fr.shape[0]))[0][ci]
                     else:
                         target = vote_targets([g], fr.K, A, self.names, kps, self.catalogue, S)[ci]
                     vec[ci][..., cells] = target[..., cells]
@@ -64,11 +64,3 @@ class OracleEstimator(Estimator):
         if coords:  # the head's normalised units
             field = self.net.normalise_coords(field.to(self.net.coord_scale.device)).cpu()
         return {"seg": torch.stack(segs), self.field_key: field}
-
-    def _renderer(self, shape):
-        from ...data.render import Renderer
-
-        if getattr(self, "_oracle_renderer", None) is None or self._oracle_renderer.height != shape[0] \
-                or self._oracle_renderer.width != shape[1]:
-            self._oracle_renderer = Renderer(shape[1], shape[0], K=np.eye(3))  # K is passed per frame
-        return self._oracle_renderer
