@@ -310,8 +310,8 @@ class ClipPoseNet(nn.Module):
             self.register_buffer("rot_anchors", anchors, persistent=False)  # rebuilt from the config
             self.rot_anchor_head = _mlp(d, hidden, len(anchors))
 
-    # modules a config may add to a network of this backend: `--init` from a checkpoint without them is allowed
-    optional_init_prefixes = ("rot_anchor_head.",)
+    # `--init` from a checkpoint without the module a config may add (the anchor head) is allowed
+    init_optional = ("rot_anchor_head.",)
 
     def started_without(self, keys: list[str]) -> None:
         """``--init`` from a 6D checkpoint: its 6D output was a whole rotation, now a residual from the anchor,

@@ -244,15 +244,17 @@ def _setup_process(device, seed: int) -> tuple[int, int, torch.device]:
 def _load_init_weights(net: nn.Module, init, backend: str, dev, main: bool) -> None:
     """Start ``net`` from the weights of checkpoint ``init`` (fine-tuning).
 
-    Every tensor whose name and shape match is loaded. The head's final layer (``out.*``) may differ in shape
-    only (e.g. a "coords" DINOv2 network started from a "votes" checkpoint): it keeps its initial values, and
-    the keys left so are printed. Any other missing, unexpected or mismatched key is a ValueError.
+    Every tensor whose name and shape match is loaded. The network says what a config may change: keys under
+    its ``init_reshapeable`` prefixes may differ in shape (a "coords" DINOv2 head started from a "votes"
+    checkpoint), keys under its ``init_optional`` prefixes may be absent (a module the config adds); both keep
+    their initial values, the keys left so are printed, and ``net.started_without(keys)`` (if defined) hears of
+    the absent ones. Any other missing, unexpected or mismatched key is a ValueError.
     """
     state = load_checkpoint(init, expected_backend=backend, map_location=dev)
     stored = {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
     own = net.state_dict()
     mismatched = sorted(k for k, v in stored.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
-    reinit = [k for k in mismatched if k.split(".")[0] == "out"]
+    reinit = [k for k in mismatched if k.startswith(tuple(getattr(net, "init_reshapeable", ())))]
     bad = [f"{k} {tuple(stored[k].shape)} -> {tuple(own[k].shape)}" for k in mismatched if k not in reinit]
     if bad:
         raise ValueError(f"--init {init} does not match the {backend} network of this config: shapes differ: "
@@ -260,7 +262,7 @@ def _load_init_weights(net: nn.Module, init, backend: str, dev, main: bool) -> N
     missing, unexpected = net.load_state_dict({k: v for k, v in stored.items() if k not in reinit}, strict=False)
     # a checkpoint of a frozen pretrained backbone stores only the heads: the backbone stays as built
     missing = [k for k in missing if not k.startswith(("backbone.", "clip.")) and k not in reinit]
-    fresh = [k for k in missing if k.startswith(tuple(getattr(net, "optional_init_prefixes", ())))]
+    fresh = [k for k in missing if k.startswith(tuple(getattr(net, "init_optional", ())))]
     missing = [k for k in missing if k not in fresh]
     if missing or unexpected:
         raise ValueError(f"--init {init} does not match the {backend} network of this config: missing "

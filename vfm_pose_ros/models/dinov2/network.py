@@ -44,6 +44,9 @@ class PoseNet(nn.Module):
     """DINOv2 ViT + detail branch + head: per-object segmentation and, at stride 4, keypoint vote vectors
     (``representation`` "votes") or model coordinates normalised by ``coord_frames`` ("coords")."""
 
+    # `--init` across representations: the head's final layer may differ in shape (it then starts fresh)
+    init_reshapeable = ("out.",)
+
     def __init__(self, config: dict, object_names: list[str], keypoints: np.ndarray,
                  coord_frames: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__()
