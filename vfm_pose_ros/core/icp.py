@@ -35,6 +35,7 @@ import numpy as np
 from pykdtree.kdtree import KDTree
 from scipy.spatial.transform import Rotation
 
+from .point_sampling import consistent_subsample
 from .rotation_search import depth_hypotheses, uniform_rotations
 from .settings import config_items, settings_from
 from .transforms import invert_T, make_T, transform_points
@@ -217,11 +218,9 @@ class _Registration:
         self.source = self._cloud(obs)
         self.coarse_source = self.middle_source = self.source
         if len(obs) > settings.coarse_observed:  # the coarse pass only needs the shape, not every point
-            self.coarse_source = self._cloud(obs[np.random.default_rng(1).choice(
-                len(obs), settings.coarse_observed, replace=False)])
+            self.coarse_source = self._cloud(obs[consistent_subsample(obs, settings.coarse_observed)])
         if len(obs) > settings.middle_observed:
-            self.middle_source = self._cloud(obs[np.random.default_rng(2).choice(
-                len(obs), settings.middle_observed, replace=False)])
+            self.middle_source = self._cloud(obs[consistent_subsample(obs, settings.middle_observed)])
         self.obs_centroid, self.model_centre = obs.mean(0), pts.mean(0)
         self.estimation = o3d.pipelines.registration.TransformationEstimationPointToPlane()
         self.pts, self.obs = np.ascontiguousarray(pts), np.ascontiguousarray(obs)  # (pykdtree wants C order)
@@ -378,15 +377,15 @@ def _global_rotations(n: int) -> np.ndarray:
 
 def clean_cloud(observed, diameter: float, max_observed: int) -> np.ndarray:
     """The masked depth cloud without mask bleed (depths far from the median, points far from the median
-    point), at most ``max_observed`` points (a fixed draw: ICP cost grows with the cloud, and a few thousand
-    points pin the pose down)."""
+    point), at most ``max_observed`` points (ICP cost grows with the cloud, and a few thousand points pin the
+    pose down), chosen by core.point_sampling so that a mask cell more or less keeps the others."""
     observed = np.asarray(observed, dtype=float)
     if len(observed) >= MIN_CLOUD_POINTS:
         observed = clean_observed(observed, z_window=0.6 * diameter)
     if len(observed) >= MIN_CLOUD_POINTS:
         observed = clean_observed(observed, center=np.median(observed, axis=0), radius=0.75 * diameter)
     if len(observed) > max_observed:
-        observed = observed[np.random.default_rng(0).choice(len(observed), max_observed, replace=False)]
+        observed = observed[consistent_subsample(observed, max_observed)]
     return observed
 
 

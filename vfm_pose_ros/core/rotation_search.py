@@ -6,6 +6,8 @@ import numpy as np
 from pykdtree.kdtree import KDTree
 from scipy.spatial.transform import Rotation
 
+from .point_sampling import consistent_subsample
+
 
 def uniform_rotations(n: int, seed: int = 0) -> np.ndarray:
     """n rotations spread evenly over SO(3) (nx3x3): a super-Fibonacci spiral of unit quaternions
@@ -40,7 +42,7 @@ def depth_hypotheses(model_points, model_normals, observed, diameter: float, rot
     rng = np.random.default_rng(0)
     sel = rng.permutation(len(pts))[:n_model]
     pts_s, nrm_s = pts[sel], nrm[sel]
-    obs_s = obs[rng.permutation(len(obs))[:n_observed]]
+    obs_s = obs[consistent_subsample(obs, n_observed)]  # (the screen's first quarter: nested in it)
     c = obs.mean(0)
     tau = tolerance * diameter
     model_tree = KDTree(pts)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from .point_sampling import consistent_subsample
 from .symmetry import closest_symmetric_pose
 from .transforms import depth_to_points, project, transform_points
 from .types import Frame, ObjectPose, Prediction
@@ -316,7 +317,7 @@ class WarmStart:
 
 
 def warm_start_icp(R, t, model_points, model_normals, diameter: float, depth, K, *, margin: float = 0.06,
-                   max_observed: int = 2500, thresholds=(0.1, 0.04, 0.015), seed: int = 0):
+                   max_observed: int = 2500, thresholds=(0.1, 0.04, 0.015)):
     """ICP of a model from a previous (or predicted) pose against this frame's depth, without a detector.
 
     The observed cloud is the depth under the model's projection at (R, t), dilated by ``margin``
@@ -351,7 +352,7 @@ def warm_start_icp(R, t, model_points, model_normals, diameter: float, depth, K,
         d, _ = cKDTree(cam).query(obs, distance_upper_bound=margin * diameter)
         obs = obs[np.isfinite(d)]
     if len(obs) > max_observed:
-        obs = obs[np.random.default_rng(seed).choice(len(obs), max_observed, replace=False)]
+        obs = obs[consistent_subsample(obs, max_observed)]
     res = refine_icp(R, t, SurfaceModel(pts, model_normals, diameter), obs,
                      ICPSettings(align_centroid=False, n_starts=1, thresholds=tuple(thresholds)))
     if res is None:
