@@ -223,13 +223,34 @@ def test_fallback_when_dinov2_finds_nothing(oracle_hybrid, scene, fallback):
     empty = np.array([560.0, 400.0, 630.0, 470.0])  # a corner with no object: DINOv2's votes have no mask there
     assert not any(in_box([[(empty[0] + empty[2]) / 2, (empty[1] + empty[3]) / 2]], gt_box(g))[0]
                    for g in scene.gts)
-    est, _, _ = oracle_hybrid({"driller_like": empty}, {"driller_like": "handle"}, region="clip", fallback=fallback)
+    est, _, _ = oracle_hybrid({"driller_like": empty}, {"driller_like": "handle"}, region="clip", fallback=fallback,
+                              confirm=False)
     out = est.predict(make_frame(scene, "the driller", depth=False))
     if fallback == "none":
         assert out == []
     else:
         assert len(out) == 1 and out[0].stage == "clip" and out[0].grasp_frame == "handle"
         assert np.allclose(out[0].t, [0, 0, 1.5])  # CLIP's own pose
+
+
+@pytest.mark.parametrize("region", ["match", "clip"])
+def test_confirm_poses_only_what_dinov2_also_sees(oracle_hybrid, scene, region, monkeypatch):
+    """confirm (default): CLIP's choice in a corner DINOv2's segmentation finds empty gives nothing, fallback or
+    not; a choice DINOv2 confirms carries DINOv2's detection score in its geometry score."""
+    empty = np.array([560.0, 400.0, 630.0, 470.0])
+    est, _, _ = oracle_hybrid({"driller_like": empty}, {"driller_like": "handle"}, region=region, fallback="clip")
+    assert est.predict(make_frame(scene, "the driller", depth=False)) == []
+    gts = {g.name: g for g in scene.gts}
+    est, _, _ = oracle_hybrid({"driller_like": gt_box(gts["driller_like"])}, {"driller_like": "handle"}, region=region)
+    frame = make_frame(scene, "the driller", depth=False)
+    real_detect = est.dinov2.detect
+    monkeypatch.setattr(est.dinov2, "detect", lambda frames, timer=None: [  # the oracle's masks are sure: damp them
+        {n: [(b, 0.6 * s) for b, s in found] for n, found in d.items()} for d in real_detect(frames, timer)])
+    (det_box, det_score), = est.dinov2.detect([frame])[0]["driller_like"][:1]
+    out = est.predict(frame)
+    assert len(out) == 1 and out[0].stage == "dinov2" and 0 < det_score < 1
+    geo_alone = est.dinov2.predict(hybrid._replace(frame, boxes_2d={"driller_like": out[0].box_2d}))[0].score
+    assert out[0].geometry_score == pytest.approx(geo_alone * det_score)
 
 
 def test_track_keeps_clip_choice(oracle_hybrid, scene, catalogue):

@@ -44,3 +44,13 @@ def instance_indices(names) -> list[int]:
         out.append(seen.get(n, 0))
         seen[n] = out[-1] + 1
     return out
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two image boxes [x0, y0, x1, y1] (0 when both are empty)."""
+    ax0, ay0, ax1, ay1 = (float(v) for v in a)
+    bx0, by0, bx1, by1 = (float(v) for v in b)
+    iw, ih = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / union if union > 0 else 0.0

@@ -12,7 +12,12 @@ The paper's proposed (unbuilt) two-stage pipeline (Sarowar and Kim, arXiv 2512.0
    boxes from dense features; CLIP's box, regressed from 32 px patches, is coarse); with a prompt that
    is one instance, without one every instance of each object CLIP found. When no component
    overlaps, CLIP's own box is used. ``region: clip`` always passes CLIP's box.
-3. When the geometric stage yields nothing for a CLIP choice (too few mask cells, PnP failure), the
+3. ``confirm: true`` (default): a CLIP choice is posed only where DINOv2's dense segmentation also finds
+   that object (a component of the same object overlapping CLIP's box by ``match_iou``; without a prompt,
+   any component of it). CLIP's presence score alone is confident on distractor shapes; DINOv2's
+   segmentation is not, so the two must agree before anything reaches a grasp planner (issue 22).
+   Frames that bring their own ``boxes_2d`` are not re-checked.
+4. When the geometric stage yields nothing for a CLIP choice (too few mask cells, PnP failure), the
    CLIP pose is returned (``fallback: clip``; refined by CLIP's own ICP with depth), marked
    ``stage="clip"``.
 
@@ -38,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.catalogue import Catalogue
+from ..core.detections import box_iou
 from ..core.settings import config_items, settings_from
 from ..core.types import Frame, ObjectPose, Prediction
 from .estimator import Estimator as BaseEstimator
@@ -55,6 +61,7 @@ class HybridConfig:
     region: str = "match"  # match (DINOv2 component overlapping CLIP's box) | clip (CLIP's box as is)
     match_iou: float = 0.1  # least IoU between CLIP's box and a DINOv2 component for them to be the same object
     fallback: str = "clip"  # clip (CLIP's pose when DINOv2 finds nothing) | none
+    confirm: bool = True  # pose a CLIP choice only where DINOv2's segmentation finds the same object
 
     @classmethod
     def from_config(cls, config) -> HybridConfig:
@@ -69,7 +76,7 @@ class HybridConfig:
 DEFAULT_CONFIG: dict = {
     "clip_checkpoint": "clip_small.pt",  # relative to the hybrid checkpoint's folder (or absolute)
     "dinov2_checkpoint": "dinov2_small.pt",
-    **config_items(HybridConfig()),  # region, match_iou, fallback
+    **config_items(HybridConfig()),  # region, match_iou, fallback, confirm
     "precision": "auto",
 }
 # The hybrid has no network of its own: its "small" configuration is the one made of the small checkpoints.
@@ -92,7 +99,7 @@ class HybridPose(ObjectPose):
     """An ObjectPose with the two stages' confidences and which stage produced the geometry."""
 
     clip_score: float | None = None  # CLIP's presence score of the chosen object
-    geometry_score: float | None = None  # DINOv2's score (mask x keypoint confidence)
+    geometry_score: float | None = None  # DINOv2's score (detection x mask x keypoint confidence)
     stage: str = "dinov2"  # dinov2 | clip (fallback) | track (warm-started ICP)
 
 
@@ -104,15 +111,6 @@ def _replace(frame: Frame, **changes) -> Frame:
         if k not in names:
             setattr(new, k, v)
     return new
-
-
-def box_iou(a, b) -> float:
-    ax0, ay0, ax1, ay1 = (float(v) for v in a)
-    bx0, by0, bx1, by1 = (float(v) for v in b)
-    iw, ih = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
-    inter = iw * ih
-    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
-    return inter / union if union > 0 else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +320,7 @@ class Estimator(BaseEstimator):
 
         # 2. regions: CLIP's boxes, or DINOv2 components matching them
         dets = [dict() for _ in frames]
-        if self.settings.region == "match":
+        if self.settings.region == "match" or self.settings.confirm:
             need = [i for i, f in enumerate(frames) if not f.boxes_2d and choices[i]]
             if need:
                 timer = self.dinov2.timer()
@@ -334,7 +332,10 @@ class Estimator(BaseEstimator):
         for fi, (f, cps) in enumerate(zip(frames, choices)):
             plan = []
             for cp in cps:
-                boxes = self._regions(cp, dets[fi].get(cp.name, []), several=not f.prompt)
+                found = dets[fi].get(cp.name, [])
+                if self.settings.confirm and not f.boxes_2d and not self._confirmed(cp, found, several=not f.prompt):
+                    continue  # DINOv2 does not see it: as absent as a CLIP score under the threshold
+                boxes = self._regions(cp, found, several=not f.prompt)
                 plan.append((cp, boxes if cp.name in self.dinov2.catalogue else []))
             plans.append(plan)
 
@@ -342,9 +343,9 @@ class Estimator(BaseEstimator):
         jobs = []
         for fi, (f, plan) in enumerate(zip(frames, plans)):
             boxes = {}
-            for cp, bxs in plan:
-                if bxs:
-                    boxes.setdefault(cp.name, []).extend(bxs)
+            for cp, regions in plan:
+                if regions:
+                    boxes.setdefault(cp.name, []).extend(box for box, _ in regions)
             if boxes:
                 jobs.append((fi, _replace(f, boxes_2d={n: np.array(b, float) for n, b in boxes.items()})))
         geo = [[] for _ in frames]
@@ -360,10 +361,11 @@ class Estimator(BaseEstimator):
         results: list[list[ObjectPose]] = [[] for _ in frames]
         fallback = [[] for _ in frames]
         for fi, plan in enumerate(plans):
-            for cp, bxs in plan:
-                mine = [p for p in geo[fi] if p.name == cp.name and any(np.allclose(p.box_2d, b) for b in bxs)]
-                for p in mine:
-                    results[fi].append(self._join(cp, p))
+            for cp, regions in plan:
+                mine = [(p, det) for p in geo[fi] for box, det in regions
+                        if p.name == cp.name and np.allclose(p.box_2d, box)]
+                for p, det in mine:
+                    results[fi].append(self._join(cp, p, det))
                 if not mine and self.settings.fallback == "clip":
                     fallback[fi].append(cp)
         self._fallback(frames, fallback, results, timings)
@@ -375,21 +377,38 @@ class Estimator(BaseEstimator):
                 p.timings_ms = dict(timings)
         return [Prediction(poses, timings) for poses in results]
 
-    def _regions(self, cp: ObjectPose, found: list, several: bool) -> list[np.ndarray]:
-        """The boxes DINOv2 poses for one CLIP choice: matching components (best first) or CLIP's box."""
+    def _confirmed(self, cp: ObjectPose, found: list, several: bool) -> bool:
+        """Whether DINOv2's segmentation found the object CLIP chose: any component of it without a prompt, one
+        overlapping CLIP's box by ``match_iou`` with one. Objects DINOv2 does not know cannot be confirmed."""
+        if not found:
+            return False
         clip_box = np.asarray(cp.box_2d, float)
-        if self.settings.region == "clip" or not found:
-            return [clip_box]
-        ious = [box_iou(clip_box, b) for b, _ in found]
+        return several or max(box_iou(clip_box, b) for b, _ in found) >= self.settings.match_iou
+
+    def _regions(self, cp: ObjectPose, found: list, several: bool) -> list[tuple[np.ndarray, float]]:
+        """The boxes DINOv2 poses for one CLIP choice, each with DINOv2's detection score of the object there:
+        matching components (best first), or CLIP's box (scored by the component it overlaps, else 1: no
+        segmentation vouches for it then, nor against it)."""
+        clip_box = np.asarray(cp.box_2d, float)
+        if not found:
+            return [(clip_box, 1.0)]
         if several:  # no prompt: every instance of an object CLIP found present
-            return [np.asarray(b, float) for b, _ in found]
+            if self.settings.region == "clip":
+                return [(clip_box, max(float(s) for _, s in found))]
+            return [(np.asarray(b, float), float(s)) for b, s in found]
+        ious = [box_iou(clip_box, b) for b, _ in found]
         k = int(np.argmax(ious))
-        return [np.asarray(found[k][0], float)] if ious[k] >= self.settings.match_iou else [clip_box]
+        if ious[k] < self.settings.match_iou:
+            return [(clip_box, 1.0)]
+        box = clip_box if self.settings.region == "clip" else np.asarray(found[k][0], float)
+        return [(box, float(found[k][1]))]
 
     @staticmethod
-    def _join(cp: ObjectPose, p: ObjectPose) -> HybridPose:
+    def _join(cp: ObjectPose, p: ObjectPose, detection_score: float) -> HybridPose:
+        """CLIP's choice with DINOv2's pose; the geometry score is DINOv2's as it scores an instance it detects
+        itself (its detection score times its score in the given box)."""
         clip_score = float(cp.score)
-        geo = float(p.score)
+        geo = float(p.score) * float(detection_score)
         return HybridPose(
             name=cp.name, R=p.R, t=p.t, score=float(np.sqrt(max(clip_score, 0.0) * max(geo, 0.0))),
             grasp_frame=cp.grasp_frame, keypoints_2d=p.keypoints_2d, box_2d=p.box_2d, mask=p.mask,
