@@ -42,6 +42,7 @@ class ObjectPose:
     mask: np.ndarray | None = None  # HxW bool
     icp_fitness: float | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    raw_score: float | None = None  # the estimator's own score once ``score`` is calibrated (core.score_calibration)
 
     @property
     def T(self) -> np.ndarray:

@@ -45,4 +45,22 @@ def load_estimator(checkpoint=None, device: str = "auto", backend: str | None = 
     if backend is not None and backend != found:
         raise ValueError(f"checkpoint {checkpoint} is a {found!r} checkpoint, not {backend!r}; "
                          f"use --backend {found} or a {backend} checkpoint")
-    return backend_module(found).Estimator.from_checkpoint(checkpoint, device=device, **kw)
+    est = backend_module(found).Estimator.from_checkpoint(checkpoint, device=device, **kw)
+    est.score_calibration = _calibration(est, checkpoint, kw)
+    return est
+
+
+def _calibration(est, checkpoint, overrides: dict):
+    """The score calibration beside the checkpoint (core.score_calibration), when it fits these weights."""
+    import logging
+
+    from ..core.score_calibration import load_calibration, sidecar_path
+
+    if not sidecar_path(checkpoint).is_file():
+        return None
+    if any(k == "weights" or k.endswith("_weights") for k in overrides):
+        logging.getLogger(__name__).warning(
+            "%s is not applied: it was fitted for the checkpoint's own backbone weights, not %s; scores stay raw",
+            sidecar_path(checkpoint), {k: v for k, v in overrides.items() if k.endswith("weights")})
+        return None
+    return load_calibration(checkpoint, getattr(est, "source_files", [checkpoint]))

@@ -90,6 +90,8 @@ class Estimator(abc.ABC):
     """Base class of the backends' estimators (see vfm_pose_ros.models.BACKENDS)."""
 
     backend: str = ""
+    # core.score_calibration.ScoreCalibration the frame pipeline applies (load_estimator sets it)
+    score_calibration = None
 
     def __init__(self, catalogue: Catalogue, device: str | torch.device = "auto", precision: str = "auto",
                  config: dict | None = None):

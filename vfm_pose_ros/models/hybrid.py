@@ -283,6 +283,7 @@ class Estimator(BaseEstimator):
         dino_ckpt = resolve_checkpoint(refs["dinov2"], base, "dinov2")
         est = cls.from_checkpoints(clip_ckpt, dino_ckpt, device=device, **{**spec, **overrides})
         est.checkpoint_path = None if path is None else str(path)
+        est.source_files = [p for p in (path, clip_ckpt, dino_ckpt) if p is not None]  # what a calibration fits
         return est
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.plausibility import GateConfig, check_pose
+from ..core.score_calibration import Context
 from ..core.types import Frame, ObjectPose
 from ..core.validation import InvalidInput, StampOrder, validate_frame
 from .selection import select_poses
@@ -165,10 +166,15 @@ class FramePipeline:
                      frame_id=cf.frame_id, boxes_2d=cf.boxes_2d)
 
     def _estimate(self, frame: Frame, result: FrameResult) -> list[ObjectPose]:
+        """The estimator's (or tracker's) poses, their scores calibrated when the estimator has a calibration."""
         if self.tracker is None:
-            return self.estimator.predict(frame)
-        raw = self.tracker.step(frame)
-        result.count(TRACKER_MODE_COUNTERS.get(self.tracker.last_mode, "frames_estimated"))
+            raw = self.estimator.predict(frame)
+        else:
+            raw = self.tracker.step(frame)
+            result.count(TRACKER_MODE_COUNTERS.get(self.tracker.last_mode, "frames_estimated"))
+        calibration = getattr(self.estimator, "score_calibration", None)
+        if calibration is not None:
+            calibration.apply(raw, Context(self.catalogue, frame.K, frame.depth))
         return raw
 
     def _select(self, raw, frame: Frame, settings: PipelineSettings, result: FrameResult) -> None:

@@ -1,0 +1,217 @@
+"""Scores that mean the same thing for every backend: the chance that a pose is right.
+
+Each backend's raw score is a product of its own confidences (DINOv2: detection x mask x keypoint support;
+CLIP: presence; the hybrid: both), on scales that differ by an order of magnitude, so one
+``score_threshold`` cannot suit them all: at the node's default 0.3, DINOv2 withheld almost every right
+pose while CLIP published poses on distractor shapes. A calibration maps a pose's evidence (its raw
+score, the hybrid's two stage scores, the depth stage's ICP fitness) to P(ADD(-S) < 0.1 d) with a
+logistic model fitted per checkpoint and input (RGB-D, RGB) on held-out synthetic frames, half of them
+holding no catalogue object, so phantoms count as wrong poses (``vfm-pose calibrate``).
+
+It lives beside the checkpoint it was fitted for (``<checkpoint>.calibration.json``) with that file's
+fingerprint; a calibration fitted for other weights is not applied. The frame pipeline applies it once
+per estimate, keeping the raw score in ``ObjectPose.raw_score``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .detections import box_iou
+from .plausibility import depth_residuals
+
+LOG = logging.getLogger(__name__)
+FORMAT = "vfm_pose_ros-score-calibration"
+SUFFIX = ".calibration.json"
+MODES = ("rgbd", "rgb")
+EPS = 1e-4
+
+
+def _logit(p) -> float:
+    p = min(max(float(p), EPS), 1.0 - EPS)
+    return float(np.log(p / (1.0 - p)))
+
+
+def _raw(pose) -> float:
+    raw = getattr(pose, "raw_score", None)
+    return float(pose.score if raw is None else raw)
+
+
+def _projected_box_iou(pose, obj, K) -> float:
+    """IoU of the detected 2D box with the box of the model projected at the pose: a pose fitted to a
+    blob of another shape or size projects to another box."""
+    if pose.box_2d is None or K is None:
+        return 0.0
+    pts = np.asarray(obj.vertices, float)
+    pts = pts[:: max(1, len(pts) // 500)] @ np.asarray(pose.R, float).T + np.asarray(pose.t, float).reshape(3)
+    pts = pts[pts[:, 2] > 1e-6]
+    if not len(pts):
+        return 0.0
+    uv = pts @ np.asarray(K, float).T
+    uv = uv[:, :2] / uv[:, 2:]
+    return box_iou(pose.box_2d, [*uv.min(0), *uv.max(0)])
+
+
+def _depth_inliers(pose, obj, K, depth) -> float:
+    """Share of the model's points that meet the measured surface within 5 % of the diameter (about the
+    visible share for a right pose; less for a model fitted to part of another object)."""
+    if depth is None:
+        return 0.0
+    d = depth_residuals(pose.R, pose.t, obj, K, depth)
+    return float(np.mean(np.abs(d) < 0.05 * float(obj.diameter))) if len(d) else 0.0
+
+
+FEATURES = {
+    "score_logit": lambda p, c: _logit(_raw(p)),
+    "icp_fitness": lambda p, c: 0.0 if p.icp_fitness is None else float(p.icp_fitness),
+    "icp_missing": lambda p, c: float(p.icp_fitness is None),
+    "clip_logit": lambda p, c: _logit(getattr(p, "clip_score", None) or 0.0),
+    "geometry_logit": lambda p, c: (0.0 if getattr(p, "geometry_score", None) is None
+                                    else _logit(p.geometry_score)),
+    "geometry_missing": lambda p, c: float(getattr(p, "geometry_score", None) is None),
+    "box_iou": lambda p, c: _projected_box_iou(p, c.catalogue[p.name], c.K),
+    "depth_inliers": lambda p, c: _depth_inliers(p, c.catalogue[p.name], c.K, c.depth),
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the evidence of a frame's poses is judged against."""
+
+    catalogue: object
+    K: np.ndarray | None = None
+    depth: np.ndarray | None = None
+
+
+def feature_names(backend: str, mode: str) -> list[str]:
+    """The evidence a backend's poses carry in one input mode."""
+    names = ["clip_logit", "geometry_logit", "geometry_missing"] if backend == "hybrid" else ["score_logit"]
+    names.append("box_iou")
+    return names + (["icp_fitness", "icp_missing", "depth_inliers"] if mode == "rgbd" else [])
+
+
+def features(poses, names: list[str], context: Context) -> np.ndarray:
+    return np.array([[FEATURES[n](p, context) for n in names] for p in poses],
+                    dtype=float).reshape(len(poses), len(names))
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    names: tuple[str, ...]
+    weights: tuple[float, ...]
+    bias: float
+
+    def probability(self, poses, context: Context) -> np.ndarray:
+        z = features(poses, list(self.names), context) @ np.asarray(self.weights, float) + self.bias
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, names: list[str], l2: float = 1e-2,
+                 iterations: int = 50) -> LogisticModel:
+    """L2-regularised logistic regression by Newton's method on standardised features (weights returned in
+    the raw feature scale). A constant feature gets weight 0."""
+    X, y = np.asarray(X, float), np.asarray(y, float)
+    if len(y) == 0 or y.min() == y.max():
+        raise ValueError(f"calibration needs right and wrong poses; got {int(y.sum())} right of {len(y)}")
+    mu, sd = X.mean(0), X.std(0)
+    live = sd > 1e-9
+    Z = np.zeros_like(X)
+    Z[:, live] = (X[:, live] - mu[live]) / sd[live]
+    A = np.hstack([Z, np.ones((len(Z), 1))])
+    w = np.zeros(A.shape[1])
+    reg = np.full(A.shape[1], l2 * len(y))
+    reg[-1] = 0.0  # the bias is not shrunk
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(A @ w, -40.0, 40.0)))
+        grad = A.T @ (p - y) + reg * w
+        H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(reg + 1e-9)
+        step = np.linalg.solve(H, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    raw_w = np.where(live, w[:-1] / np.where(live, sd, 1.0), 0.0)
+    bias = float(w[-1] - (raw_w * mu).sum())
+    return LogisticModel(tuple(names), tuple(float(v) for v in raw_w), bias)
+
+
+@dataclass(frozen=True)
+class ScoreCalibration:
+    """One logistic model per input mode; ``fingerprint`` names the checkpoint file(s) it was fitted for."""
+
+    backend: str
+    fingerprint: str
+    models: dict[str, LogisticModel] = field(default_factory=dict)
+    fitted_on: dict = field(default_factory=dict)  # what data, how many poses, held-out figures
+
+    def apply(self, poses, context: Context) -> None:
+        """Replace each pose's score by its calibrated probability (the raw score kept in ``raw_score``); the
+        RGB-D model when the frame has depth."""
+        model = self.models.get("rgbd" if context.depth is not None else "rgb")
+        fresh = [p for p in poses if getattr(p, "raw_score", None) is None]  # (tracked poses carry theirs)
+        if model is None or not fresh:
+            return
+        for p, prob in zip(fresh, model.probability(fresh, context)):
+            p.raw_score = float(p.score)
+            p.score = float(prob)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "backend": self.backend, "fingerprint": self.fingerprint,
+                "models": {m: {"features": list(v.names), "weights": list(v.weights), "bias": v.bias}
+                           for m, v in self.models.items()},
+                "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ScoreCalibration:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError(f"not a score calibration (no '{FORMAT}' header)")
+        models = {}
+        for mode, m in d["models"].items():
+            unknown = set(m["features"]) - set(FEATURES)
+            if mode not in MODES or unknown or len(m["features"]) != len(m["weights"]):
+                raise ValueError(f"bad calibration model {mode!r}: features {m['features']}")
+            models[mode] = LogisticModel(tuple(m["features"]), tuple(float(w) for w in m["weights"]), float(m["bias"]))
+        return cls(str(d["backend"]), str(d["fingerprint"]), models, dict(d.get("fitted_on", {})))
+
+
+def sidecar_path(checkpoint) -> Path:
+    return Path(str(checkpoint) + SUFFIX)
+
+
+def fingerprint(paths) -> str:
+    """sha256 (16 hex) over the bytes of the files an estimator was loaded from, in order."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def save_calibration(calibration: ScoreCalibration, checkpoint) -> Path:
+    path = sidecar_path(checkpoint)
+    path.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n")
+    return path
+
+
+def load_calibration(checkpoint, files) -> ScoreCalibration | None:
+    """The calibration beside ``checkpoint`` when it was fitted for these ``files``; None (logged) otherwise."""
+    path = sidecar_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        cal = ScoreCalibration.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}; delete it or refit it with `vfm-pose calibrate --checkpoint "
+                         f"{checkpoint}`") from exc
+    found = fingerprint(files)
+    if cal.fingerprint != found:
+        LOG.warning("%s was fitted for other weights (fingerprint %s, the checkpoint's is %s): raw scores are "
+                    "used; refit it with `vfm-pose calibrate --checkpoint %s`", path, cal.fingerprint, found,
+                    checkpoint)
+        return None
+    return cal
