@@ -75,11 +75,11 @@ def test_bop_folder_to_a_running_pose_node(models, tmp_path, capsys):
                  "2", "--max-steps", "2", "--width", "160", "--height", "120", "--no-vsd", "--quiet", "--device",
                  "cpu", "--out", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "ETA: about" in out and out.index("ETA") < out.index("[2/5]")  # before the long part
+    assert "ETA: about" in out and out.index("ETA") < out.index("[2/6]")  # before the long part
     assert "vfm-pose launch pose checkpoint:=" in out
     report = json.loads((run / "report.json").read_text())
     assert report["objects"] == ["widget"] and report["held_back"]["n_gt"] == 2
-    assert [c.split()[1] for c in report["commands"]] == ["synth", "synth", "train", "predict", "eval"]
+    assert [c.split()[1] for c in report["commands"]] == ["synth", "synth", "train", "calibrate", "predict", "eval"]
     bag = tmp_path / "bag"
     assert main(["make-bag", "--dataset", str(run / "data"), "--objects-dir", str(models), "--out", str(bag),
                  "--quiet"]) == 0

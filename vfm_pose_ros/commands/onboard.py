@@ -7,8 +7,10 @@ Stages (each the ordinary command, so any one can be rerun by hand; the report l
 1. ``vfm-pose synth``: render ``--test-frames`` held-back frames first (their speed gives the ETA,
    printed before the long part), then ``--frames`` training frames, into ``OUT/data``;
 2. ``vfm-pose train`` for ``--time-budget`` minutes (or ``--max-steps``) -> ``OUT/<backend>.pt``;
-3. ``vfm-pose predict`` and ``vfm-pose eval --objects ...`` on the held-back frames;
-4. ``OUT/report.json`` and ``OUT/report.md``, and the command that starts the pose node on the result.
+3. ``vfm-pose calibrate``: scores that are the chance a pose is right, so the node's ``score_threshold``
+   means for this checkpoint what it means for the shipped ones (``OUT/<backend>.pt.calibration.json``);
+4. ``vfm-pose predict`` and ``vfm-pose eval --objects ...`` on the held-back frames;
+5. ``OUT/report.json`` and ``OUT/report.md``, and the command that starts the pose node on the result.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from ..paths import default_catalogue_dir
 
+STAGES = 6
 ROUGH_EVAL_S_PER_FRAME = 1.0  # predict + eval of one VGA frame with a small model on a CPU core, roughly
 
 
@@ -63,7 +66,7 @@ def _minutes(seconds: float) -> str:
 
 
 def _stage(k: int, text: str) -> float:
-    print(f"\n[{k}/5] {text}", flush=True)
+    print(f"\n[{k}/{STAGES}] {text}", flush=True)
     return time.perf_counter()
 
 
@@ -97,10 +100,13 @@ def run(args) -> int:
     run_stage(*stages[-1])
     seconds["render_test"] = time.perf_counter() - t0
     per_frame = seconds["render_test"] / test_frames
-    eta = per_frame * args.frames + args.time_budget * 60 + ROUGH_EVAL_S_PER_FRAME * test_frames
+    calibration_frames = max(10, test_frames)  # with objects, and as many without; with and without depth
+    eta = (per_frame * args.frames + args.time_budget * 60
+           + ROUGH_EVAL_S_PER_FRAME * (test_frames + 4 * calibration_frames))
     print(f"\nETA: about {_minutes(eta)} from now: render {args.frames} frames ~{_minutes(per_frame * args.frames)}, "
           f"train up to {args.time_budget:g} min" + (f" or {args.max_steps} steps" if args.max_steps else "")
-          + f", predict and evaluate {test_frames} frames ~{_minutes(ROUGH_EVAL_S_PER_FRAME * test_frames)}. "
+          + f", calibrate ~{_minutes(ROUGH_EVAL_S_PER_FRAME * 4 * calibration_frames)}, predict and evaluate "
+          f"{test_frames} frames ~{_minutes(ROUGH_EVAL_S_PER_FRAME * test_frames)}. "
           "Ctrl-C stops; each stage's command is in the report to resume by hand.", flush=True)
 
     t0 = _stage(2, f"render {args.frames} training frames")
@@ -117,8 +123,15 @@ def run(args) -> int:
     run_stage(*stages[-1])
     seconds["train"] = time.perf_counter() - t0
 
-    t0 = _stage(4, f"predict and evaluate on the {test_frames} held-back frames")
     quiet = ["--quiet"] if args.quiet else []
+    t0 = _stage(4, f"calibrate the scores on {calibration_frames} frames with and {calibration_frames} without objects")
+    stages.append(("calibrate", ["--checkpoint", str(ckpt), "--catalogue", str(data), "--frames",
+                                 str(calibration_frames), "--width", str(args.width), "--height", str(args.height),
+                                 "--device", args.device] + quiet))
+    run_stage(*stages[-1])
+    seconds["calibrate"] = time.perf_counter() - t0
+
+    t0 = _stage(5, f"predict and evaluate on the {test_frames} held-back frames")
     stages.append(("predict", ["--checkpoint", str(ckpt), "--dataset", str(data), "--split", "test",
                                "--device", args.device, "--out", str(results)] + quiet))
     run_stage(*stages[-1])
@@ -127,7 +140,7 @@ def run(args) -> int:
     run_stage(*stages[-1])
     seconds["evaluate"] = time.perf_counter() - t0
 
-    _stage(5, "report")
+    _stage(6, "report")
     launch = f"vfm-pose launch pose checkpoint:={ckpt} backend:={args.backend}"
     write_report(args.out, names, ckpt, eval_json, stages, seconds, launch)
     print(f"\ncheckpoint: {ckpt}\nreport: {args.out / 'report.md'}\nstart the pose node on it:\n  {launch}")

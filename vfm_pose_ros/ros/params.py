@@ -110,7 +110,8 @@ POSE_PARAMS: dict[str, Param] = dict([
     _p("queue_size", int, "frames waiting for inference (older ones are dropped as stale)", low=1, high=1000),
     # --- what is published
     _p("prompt", str, "text naming the object(s) and grasp (checked against the catalogue too)", dynamic=True),
-    _p("score_threshold", float, "results below this score are withheld and counted", dynamic=True,
+    _p("score_threshold", float, "results below this score are withheld and counted (calibrated checkpoints: the "
+       "chance the pose is right)", dynamic=True,
        low=0.0, high=1.0),
     _p("plausibility_gates", bool, "withhold implausible poses (the gates below); false publishes every valid result",
        dynamic=True),

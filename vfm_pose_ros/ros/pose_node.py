@@ -204,6 +204,11 @@ class PoseNode(Node):
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise StartupError(f"cannot load the {self.p['backend'] or ''} estimator from {path}: {exc}") from exc
         self.get_logger().info(f"loaded {path} in {time.perf_counter() - t0:.1f} s")
+        if est.score_calibration is None:
+            self.get_logger().warning(
+                f"{path} has no score calibration ({path}.calibration.json, for these weights): scores are the "
+                f"backend's own and score_threshold {self.p['score_threshold']:g} means something else for each "
+                f"backend; fit one with `vfm-pose calibrate --checkpoint {path}`")
         return est
 
     def _load_catalogue(self):
