@@ -1,9 +1,9 @@
 """No phantom poses: the running pose node, with a shipped checkpoint and its default parameters, publishes
 nothing for frames that hold no catalogue object.
 
-Each backend's node (its own process, config/pose.yaml's defaults: score_threshold 0.3, plausibility gates
-on, depth on) gets VGA frames with a flat 0.8 m depth image and a valid CameraInfo: black, grey, noise, and
-foreign objects (the synthetic engine's distractor shapes on a background, no catalogue object). Every
+Each backend's node (its own process, config/pose.yaml's defaults: score_threshold 0.7 on calibrated scores,
+plausibility gates on, depth on) gets VGA frames with a flat 0.8 m depth image and a valid CameraInfo: black,
+grey, noise, and foreign objects (the synthetic engine's distractor shapes on a background, no catalogue object). Every
 frame must be answered with an empty Detection3DArray. A backend whose shipped checkpoint still publishes
 phantoms on a kind of frame is marked xfail(strict=True) for that kind, with the measured figure: when a
 retrained checkpoint fixes it, the strict xfail fails and the mark must go.
@@ -32,15 +32,10 @@ W, H = 640, 480
 DEPTH_M = 0.8
 T0_NS = 2_000_000_000_000
 KINDS = ("blank", "grey", "noise", "foreign")
-# Measured with the shipped checkpoints (models/*_small.pt): published on some of the 4 foreign-object frames
-# below; `vfm-pose bench --only phantom` over 200 empty frames: clip 22.5 % with depth, 38.0 % without; hybrid
-# 26.0 % / 33.5 %; dinov2 0.5 % / 1.5 %.
-PHANTOMS = {
-    ("clip", "foreign"): "clip_small.pt publishes poses on foreign-object frames (bench: 22.5 % of 200 empty "
-                         "frames with depth); needs more training with negatives",
-    ("hybrid", "foreign"): "hybrid (CLIP selects) publishes poses on foreign-object frames (bench: 26.0 % of 200 "
-                           "empty frames with depth); needs more training with negatives",
-}
+# (backend, kind) -> why the shipped checkpoint still publishes there: xfail(strict=True) with the figure. Empty
+# since the scores are calibrated (models/*.calibration.json) and score_threshold is 0.7: clip and hybrid used to
+# publish on these foreign-object frames (bench: 22.5 % and 26.0 % of 200 empty frames with depth).
+PHANTOMS: dict[tuple[str, str], str] = {}
 
 
 def phantom_frames() -> dict[str, list[np.ndarray]]:
