@@ -235,15 +235,13 @@ def test_fallback_when_dinov2_finds_nothing(oracle_hybrid, scene, fallback):
 
 @pytest.mark.parametrize("region", ["match", "clip"])
 def test_confirm_poses_only_what_dinov2_also_sees(oracle_hybrid, scene, region, monkeypatch):
-    """confirm: CLIP's choice in a corner DINOv2's segmentation finds empty gives nothing, fallback or not; a
-    choice DINOv2 confirms carries DINOv2's detection score in its geometry score."""
+    """confirm (default): CLIP's choice in a corner DINOv2's segmentation finds empty gives nothing, fallback or
+    not; a choice DINOv2 confirms carries DINOv2's detection score in its geometry score."""
     empty = np.array([560.0, 400.0, 630.0, 470.0])
-    est, _, _ = oracle_hybrid({"driller_like": empty}, {"driller_like": "handle"}, region=region, fallback="clip",
-                              confirm=True)
+    est, _, _ = oracle_hybrid({"driller_like": empty}, {"driller_like": "handle"}, region=region, fallback="clip")
     assert est.predict(make_frame(scene, "the driller", depth=False)) == []
     gts = {g.name: g for g in scene.gts}
-    est, _, _ = oracle_hybrid({"driller_like": gt_box(gts["driller_like"])}, {"driller_like": "handle"}, region=region,
-                              confirm=True)
+    est, _, _ = oracle_hybrid({"driller_like": gt_box(gts["driller_like"])}, {"driller_like": "handle"}, region=region)
     frame = make_frame(scene, "the driller", depth=False)
     real_detect = est.dinov2.detect
     monkeypatch.setattr(est.dinov2, "detect", lambda frames, timer=None: [  # the oracle's masks are sure: damp them

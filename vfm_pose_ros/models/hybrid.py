@@ -12,12 +12,11 @@ The paper's proposed (unbuilt) two-stage pipeline (Sarowar and Kim, arXiv 2512.0
    boxes from dense features; CLIP's box, regressed from 32 px patches, is coarse); with a prompt that
    is one instance, without one every instance of each object CLIP found. When no component
    overlaps, CLIP's own box is used. ``region: clip`` always passes CLIP's box.
-3. ``confirm: true`` (default false): a CLIP choice is posed only where DINOv2's dense segmentation also
-   finds that object (a component of the same object overlapping CLIP's box by ``match_iou``; without a
-   prompt, any component of it; objects only CLIP knows are never confirmed). Frames that bring their own
-   ``boxes_2d`` are not re-checked. On raw scores this cut the phantom rate on empty frames from 24.5 to
-   8.0 % (with depth); with calibrated scores (core.score_calibration) both settings meet issue 22's 1 %
-   and confirm withholds 5 points more right poses (docs/decisions.md), so it is off by default.
+3. ``confirm: true`` (default): a CLIP choice is posed only where DINOv2's dense segmentation also finds
+   that object (a component of the same object overlapping CLIP's box by ``match_iou``; without a prompt,
+   any component of it). CLIP's presence score alone is confident on distractor shapes; DINOv2's
+   segmentation is not, so the two must agree before anything reaches a grasp planner (issue 22).
+   Frames that bring their own ``boxes_2d`` are not re-checked.
 4. When the geometric stage yields nothing for a CLIP choice (too few mask cells, PnP failure), the
    CLIP pose is returned (``fallback: clip``; refined by CLIP's own ICP with depth), marked
    ``stage="clip"``.
@@ -62,7 +61,7 @@ class HybridConfig:
     region: str = "match"  # match (DINOv2 component overlapping CLIP's box) | clip (CLIP's box as is)
     match_iou: float = 0.1  # least IoU between CLIP's box and a DINOv2 component for them to be the same object
     fallback: str = "clip"  # clip (CLIP's pose when DINOv2 finds nothing) | none
-    confirm: bool = False  # pose a CLIP choice only where DINOv2's segmentation finds the same object
+    confirm: bool = True  # pose a CLIP choice only where DINOv2's segmentation finds the same object
 
     @classmethod
     def from_config(cls, config) -> HybridConfig:
