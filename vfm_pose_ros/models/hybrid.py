@@ -14,9 +14,10 @@ The paper's proposed (unbuilt) two-stage pipeline (Sarowar and Kim, arXiv 2512.0
    overlaps, CLIP's own box is used. ``region: clip`` always passes CLIP's box.
 3. ``confirm: true`` (default): a CLIP choice is posed only where DINOv2's dense segmentation also finds
    that object (a component of the same object overlapping CLIP's box by ``match_iou``; without a prompt,
-   any component of it). CLIP's presence score alone is confident on distractor shapes; DINOv2's
-   segmentation is not, so the two must agree before anything reaches a grasp planner (issue 22).
-   Frames that bring their own ``boxes_2d`` are not re-checked.
+   any component of it; objects only CLIP knows are never confirmed). CLIP's presence score alone is
+   confident on distractor shapes; DINOv2's segmentation is not, so the two must agree before anything
+   reaches a grasp planner (issue 22; the A/B with calibrated scores is in docs/decisions.md). Frames that
+   bring their own ``boxes_2d`` are not re-checked.
 4. When the geometric stage yields nothing for a CLIP choice (too few mask cells, PnP failure), the
    CLIP pose is returned (``fallback: clip``; refined by CLIP's own ICP with depth), marked
    ``stage="clip"``.
