@@ -61,7 +61,7 @@ def test_apply_picks_the_input_model_and_keeps_the_raw_score(catalogue):
 
 def test_box_and_depth_features_tell_a_right_pose_from_a_displaced_one(catalogue):
     """At the true pose the model's projection fills the detected box and meets the depth; 0.3 m behind it,
-    neither holds."""
+    neither holds; 0.1 m in front of it, the model would hide what the camera measured."""
     from vfm_pose_ros.data.scenes import SceneConfig, SceneGenerator
 
     sf = SceneGenerator(list(catalogue), SceneConfig(), seed=2).frame(0)
@@ -73,11 +73,15 @@ def test_box_and_depth_features_tell_a_right_pose_from_a_displaced_one(catalogue
     box = np.array([*uv.min(0), *uv.max(0)])
     right = ObjectPose(name=g.name, R=g.R, t=g.t, box_2d=box)
     behind = ObjectPose(name=g.name, R=g.R, t=g.t * (1 + 0.3 / np.linalg.norm(g.t)), box_2d=box)
+    in_front = ObjectPose(name=g.name, R=g.R, t=g.t * (1 - 0.1 / np.linalg.norm(g.t)), box_2d=box)
     ctx = Context(catalogue, sf.K, sf.depth.astype(np.float32))
-    names = ["box_iou", "depth_inliers"]
-    (b_right, d_right), (b_behind, d_behind) = features([right, behind], names, ctx)
+    names = ["box_iou", "depth_inliers", "free_space_violations"]
+    (b_right, d_right, v_right), (b_behind, d_behind, v_behind), (_, _, v_front) = features(
+        [right, behind, in_front], names, ctx)
     assert b_right > 0.95 and b_behind < 0.8
     assert d_right > 0.25 and d_behind < 0.05
+    # in front of the measured surface: the camera would have seen the model there (behind is occlusion-like)
+    assert v_right < 0.1 and v_behind < 0.1 and v_front > 0.5  # (silhouette pixels: a few per cent)
 
 
 def test_feature_sets_per_backend_and_input():

@@ -66,6 +66,16 @@ def _depth_inliers(pose, obj, K, depth) -> float:
     return float(np.mean(np.abs(d) < 0.05 * float(obj.diameter))) if len(d) else 0.0
 
 
+def _free_space_violations(pose, obj, K, depth) -> float:
+    """Share of the model's points that would stand in front of the measured surface by more than 5 % of the
+    diameter, where the camera saw something farther: impossible for a right pose, occluded or not (occluded
+    points lie behind the occluder), common for a model fitted to part of another shape."""
+    if depth is None:
+        return 0.0
+    d = depth_residuals(pose.R, pose.t, obj, K, depth)
+    return float(np.mean(d < -0.05 * float(obj.diameter))) if len(d) else 0.0
+
+
 FEATURES = {
     "score_logit": lambda p, c: _logit(_raw(p)),
     "icp_fitness": lambda p, c: 0.0 if p.icp_fitness is None else float(p.icp_fitness),
@@ -76,6 +86,7 @@ FEATURES = {
     "geometry_missing": lambda p, c: float(getattr(p, "geometry_score", None) is None),
     "box_iou": lambda p, c: _projected_box_iou(p, c.catalogue[p.name], c.K),
     "depth_inliers": lambda p, c: _depth_inliers(p, c.catalogue[p.name], c.K, c.depth),
+    "free_space_violations": lambda p, c: _free_space_violations(p, c.catalogue[p.name], c.K, c.depth),
 }
 
 
@@ -92,7 +103,7 @@ def feature_names(backend: str, mode: str) -> list[str]:
     """The evidence a backend's poses carry in one input mode."""
     names = ["clip_logit", "geometry_logit", "geometry_missing"] if backend == "hybrid" else ["score_logit"]
     names.append("box_iou")
-    return names + (["icp_fitness", "icp_missing", "depth_inliers"] if mode == "rgbd" else [])
+    return names + (["icp_fitness", "icp_missing", "depth_inliers", "free_space_violations"] if mode == "rgbd" else [])
 
 
 def features(poses, names: list[str], context: Context) -> np.ndarray:
