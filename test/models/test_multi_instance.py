@@ -115,4 +115,6 @@ def test_split_mask_gives_one_instance(oracle, two_drillers, catalogue):
     poses = oracle.predict(_frame(res, one, K))
     assert [p.name for p in poses].count("driller_like") == 1
     p = next(p for p in poses if p.name == "driller_like")
-    assert add(p.R, p.t, g.R, g.t, catalogue["driller_like"].eval_points(500)) < 0.006
+    # ICP on the cut cloud lands 2.0-8.5 mm off (ADD) depending on which points the depth stage thins the cloud
+    # to (five hash salts of core.point_sampling, measured): well within a right pose (0.1 d = 25 mm)
+    assert add(p.R, p.t, g.R, g.t, catalogue["driller_like"].eval_points(500)) < 0.012

@@ -76,8 +76,9 @@ def _counts(node):
 
 def test_phantom_poses_are_withheld_and_counted_by_gate(make_node):
     node = make_node(input_qos="reliable")
-    phantom = [ObjectPose("can_like", np.eye(3), np.array([0.0, 0.0, 4.0]), score=0.5),
-               ObjectPose("driller_like", np.eye(3), np.array([0.1, 0.0, 3.2]), score=0.4)]
+    # scores above the default score_threshold (0.7): the gates, not the threshold, must stop them
+    phantom = [ObjectPose("can_like", np.eye(3), np.array([0.0, 0.0, 4.0]), score=0.8),
+               ObjectPose("driller_like", np.eye(3), np.array([0.1, 0.0, 3.2]), score=0.75)]
     node.estimator.poses = phantom
     assert _frame(node, 1_000).detections == []  # depth says 0.8 m: both would stand metres behind it
     c = _counts(node)
@@ -132,6 +133,6 @@ def test_a_bad_value_is_refused_at_run_time_as_at_start(make_node, name, value):
 
 def test_plausibility_gates_false_publishes_every_valid_result(make_node):
     node = make_node(plausibility_gates=False)
-    node.estimator.poses = [ObjectPose("can_like", np.eye(3), np.array([0.0, 0.0, 4.0]), score=0.5)]
+    node.estimator.poses = [ObjectPose("can_like", np.eye(3), np.array([0.0, 0.0, 4.0]), score=0.8)]
     assert len(_frame(node, 1_000).detections) == 1
     assert _counts(node)["withheld_depth_mismatch"] == "0"

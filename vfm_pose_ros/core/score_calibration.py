@@ -2,11 +2,11 @@
 
 Each backend's raw score is a product of its own confidences (DINOv2: detection x mask x keypoint support;
 CLIP: presence; the hybrid: both), on scales that differ by an order of magnitude, so one
-``score_threshold`` cannot suit them all: at the node's default 0.3, DINOv2 withheld almost every right
-pose while CLIP published poses on distractor shapes. A calibration maps a pose's evidence (its raw
-score, the hybrid's two stage scores, the depth stage's ICP fitness) to P(ADD(-S) < 0.1 d) with a
-logistic model fitted per checkpoint and input (RGB-D, RGB) on held-out synthetic frames, half of them
-holding no catalogue object, so phantoms count as wrong poses (``vfm-pose calibrate``).
+``score_threshold`` cannot suit them all (docs/decisions.md). A calibration maps a pose's evidence (its raw
+score or the hybrid's two stage scores; the depth stage's ICP fitness; how the model projected at the pose
+meets the detected box and the measured depth) to P(ADD(-S) < 0.1 d) with a logistic model fitted per
+checkpoint and input (RGB-D, RGB) on held-out synthetic frames, half of them holding no catalogue object, so
+phantoms count as wrong poses (``vfm-pose calibrate``).
 
 It lives beside the checkpoint it was fitted for (``<checkpoint>.calibration.json``) with that file's
 fingerprint; a calibration fitted for other weights is not applied. The frame pipeline applies it once
