@@ -57,6 +57,9 @@ def test_apply_picks_the_input_model_and_keeps_the_raw_score(catalogue):
     assert rgbd[0].score == pytest.approx(1 / (1 + np.exp(-4.0)))
     cal.apply(rgbd, Context(catalogue, np.eye(3), np.zeros((4, 4))))  # already calibrated: left alone
     assert rgbd[0].score == pytest.approx(1 / (1 + np.exp(-4.0))) and rgbd[0].raw_score == pytest.approx(0.2)
+    stranger = [ObjectPose(name="sprocket", R=np.eye(3), t=np.array([0.0, 0.0, 0.8]), score=0.2)]
+    cal.apply(stranger, Context(catalogue))  # not in the catalogue: the selection drops and counts it
+    assert stranger[0].score == 0.2 and stranger[0].raw_score is None
 
 
 def test_box_and_depth_features_tell_a_right_pose_from_a_displaced_one(catalogue):

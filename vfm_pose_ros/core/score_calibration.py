@@ -163,7 +163,9 @@ class ScoreCalibration:
         """Replace each pose's score by its calibrated probability (the raw score kept in ``raw_score``); the
         RGB-D model when the frame has depth."""
         model = self.models.get("rgbd" if context.depth is not None else "rgb")
-        fresh = [p for p in poses if getattr(p, "raw_score", None) is None]  # (tracked poses carry theirs)
+        # tracked poses carry their calibrated score; an object outside the catalogue is left to the selection,
+        # which drops and counts it
+        fresh = [p for p in poses if getattr(p, "raw_score", None) is None and p.name in context.catalogue]
         if model is None or not fresh:
             return
         for p, prob in zip(fresh, model.probability(fresh, context)):
