@@ -481,13 +481,17 @@ def run(args, rclpy_args: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``bag_player`` (ROS arguments such as ``--ros-args -r ...`` are accepted)."""
-    from rclpy.utilities import remove_ros_args
+    try:
+        from rclpy.utilities import remove_ros_args
 
-    argv = list(sys.argv if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="bag_player", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(remove_ros_args(argv)[1:])
-    return run(args, rclpy_args=argv)
+        argv = list(sys.argv if argv is None else argv)
+        parser = argparse.ArgumentParser(prog="bag_player", description=__doc__.splitlines()[0])
+        add_arguments(parser)
+        args = parser.parse_args(remove_ros_args(argv)[1:])
+        return run(args, rclpy_args=argv)
+    except KeyboardInterrupt:  # SIGINT before play() handles it (still importing: the launcher stopping the graph)
+        print("bag_player: interrupted while starting; nothing played", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
