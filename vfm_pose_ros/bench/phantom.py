@@ -22,14 +22,15 @@ INPUTS = {"rgbd": True, "rgb": False}  # key -> with depth
 SCENE_STREAM = 7  # a stream of the scene generator no other benchmark or split draws from
 
 
-def empty_frames(catalogue, n: int, width: int = 640, height: int = 480, seed: int = 0):
-    """``n`` rendered frames (SyntheticFrame) with background and distractors only, depth included."""
+def empty_frames(catalogue, n: int, width: int = 640, height: int = 480, seed: int = 0, stream: int = SCENE_STREAM):
+    """``n`` rendered frames (SyntheticFrame) with background and distractors only, depth included; ``stream``
+    keeps them apart from other draws of the generator (``vfm-pose calibrate`` uses its own)."""
     from ..data.scenes import SceneConfig, SceneGenerator
     from .common import scaled_K
 
     cfg = SceneConfig(width=width, height=height, K=scaled_K(width, height), empty_prob=1.0)
     gen = SceneGenerator(list(catalogue), cfg, seed=seed)
-    return (gen.frame(i, stream=SCENE_STREAM) for i in range(n))
+    return (gen.frame(i, stream=stream) for i in range(n))
 
 
 def published_poses(estimator, catalogue, rgb, K, depth, params: dict) -> tuple[list, list[str]]:

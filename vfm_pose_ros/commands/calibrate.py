@@ -56,6 +56,7 @@ def collect(estimator, catalogue, frames: int, seed: int, with_depth: bool, prog
     from tqdm import tqdm
 
     from ..bench.common import scaled_K
+    from ..bench.phantom import empty_frames
     from ..core.metrics import add_s
     from ..core.score_calibration import Context
     from ..data.scenes import SceneConfig, SceneGenerator
@@ -66,12 +67,11 @@ def collect(estimator, catalogue, frames: int, seed: int, with_depth: bool, prog
     pipeline = FramePipeline(estimator, catalogue, PipelineSettings.from_params(params))
     w, h = size
     with_objects = SceneGenerator(list(catalogue), SceneConfig(width=w, height=h, K=scaled_K(w, h)), seed=seed)
-    empty = SceneGenerator(list(catalogue), SceneConfig(width=w, height=h, K=scaled_K(w, h), empty_prob=1.0),
-                           seed=seed)
+    empty = empty_frames(catalogue, frames, w, h, seed=seed, stream=EMPTY_STREAM)
     out = []
     mode = "RGB-D" if with_depth else "RGB"
     for i in tqdm(range(2 * frames), desc=f"calibration frames, {mode}", unit="frame", disable=not progress):
-        sf = with_objects.frame(i // 2) if i % 2 == 0 else empty.frame(i // 2, stream=EMPTY_STREAM)
+        sf = with_objects.frame(i // 2) if i % 2 == 0 else next(empty)
         depth = sf.depth.astype(np.float32)
         result = pipeline.process(CameraFrame(rgb=sf.rgb, K=sf.K, depth=depth))
         if result.outcome == "failed":
@@ -166,7 +166,7 @@ def run(args) -> int:
             continue
         model = fit_logistic(X_all, y_all, names)
         models[mode] = model
-        calibrated = [model.probability(r.poses, r.context) if r.poses else np.zeros(0) for r in records]
+        calibrated = [model.probability_of(x) for x in X]
         raw = [np.array([p.score for p in r.poses]) for r in records]
         reliability[mode] = (np.concatenate(calibrated), y_all)
         summary[mode] = {

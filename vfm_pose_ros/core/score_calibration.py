@@ -14,6 +14,7 @@ per estimate, keeping the raw score in ``ObjectPose.raw_score``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -42,54 +43,6 @@ def _raw(pose) -> float:
     return float(pose.score if raw is None else raw)
 
 
-def _projected_box_iou(pose, obj, K) -> float:
-    """IoU of the detected 2D box with the box of the model projected at the pose: a pose fitted to a
-    blob of another shape or size projects to another box."""
-    if pose.box_2d is None or K is None:
-        return 0.0
-    pts = np.asarray(obj.vertices, float)
-    pts = pts[:: max(1, len(pts) // 500)] @ np.asarray(pose.R, float).T + np.asarray(pose.t, float).reshape(3)
-    pts = pts[pts[:, 2] > 1e-6]
-    if not len(pts):
-        return 0.0
-    uv = pts @ np.asarray(K, float).T
-    uv = uv[:, :2] / uv[:, 2:]
-    return box_iou(pose.box_2d, [*uv.min(0), *uv.max(0)])
-
-
-def _depth_inliers(pose, obj, K, depth) -> float:
-    """Share of the model's points that meet the measured surface within 5 % of the diameter (about the
-    visible share for a right pose; less for a model fitted to part of another object)."""
-    if depth is None:
-        return 0.0
-    d = depth_residuals(pose.R, pose.t, obj, K, depth)
-    return float(np.mean(np.abs(d) < 0.05 * float(obj.diameter))) if len(d) else 0.0
-
-
-def _free_space_violations(pose, obj, K, depth) -> float:
-    """Share of the model's points that would stand in front of the measured surface by more than 5 % of the
-    diameter, where the camera saw something farther: impossible for a right pose, occluded or not (occluded
-    points lie behind the occluder), common for a model fitted to part of another shape."""
-    if depth is None:
-        return 0.0
-    d = depth_residuals(pose.R, pose.t, obj, K, depth)
-    return float(np.mean(d < -0.05 * float(obj.diameter))) if len(d) else 0.0
-
-
-FEATURES = {
-    "score_logit": lambda p, c: _logit(_raw(p)),
-    "icp_fitness": lambda p, c: 0.0 if p.icp_fitness is None else float(p.icp_fitness),
-    "icp_missing": lambda p, c: float(p.icp_fitness is None),
-    "clip_logit": lambda p, c: _logit(getattr(p, "clip_score", None) or 0.0),
-    "geometry_logit": lambda p, c: (0.0 if getattr(p, "geometry_score", None) is None
-                                    else _logit(p.geometry_score)),
-    "geometry_missing": lambda p, c: float(getattr(p, "geometry_score", None) is None),
-    "box_iou": lambda p, c: _projected_box_iou(p, c.catalogue[p.name], c.K),
-    "depth_inliers": lambda p, c: _depth_inliers(p, c.catalogue[p.name], c.K, c.depth),
-    "free_space_violations": lambda p, c: _free_space_violations(p, c.catalogue[p.name], c.K, c.depth),
-}
-
-
 @dataclass(frozen=True)
 class Context:
     """What the evidence of a frame's poses is judged against."""
@@ -97,6 +50,64 @@ class Context:
     catalogue: object
     K: np.ndarray | None = None
     depth: np.ndarray | None = None
+
+
+class _Evidence:
+    """One pose judged against its frame; what several features read (the depth residuals) is computed once."""
+
+    def __init__(self, pose, context: Context):
+        self.pose, self.context = pose, context
+        self.obj = context.catalogue[pose.name]
+
+    @functools.cached_property
+    def residuals(self) -> np.ndarray:
+        """(model depth - measured depth) per model point where depth was measured (core.plausibility)."""
+        c = self.context
+        return depth_residuals(self.pose.R, self.pose.t, self.obj, c.K, c.depth)
+
+    def projected_box_iou(self) -> float:
+        """IoU of the detected 2D box with the box of the model projected at the pose: a pose fitted to a
+        blob of another shape or size projects to another box."""
+        pose, K = self.pose, self.context.K
+        if pose.box_2d is None or K is None:
+            return 0.0
+        pts = np.asarray(self.obj.vertices, float)
+        pts = pts[:: max(1, len(pts) // 500)] @ np.asarray(pose.R, float).T + np.asarray(pose.t, float).reshape(3)
+        pts = pts[pts[:, 2] > 1e-6]
+        if not len(pts):
+            return 0.0
+        uv = pts @ np.asarray(K, float).T
+        uv = uv[:, :2] / uv[:, 2:]
+        return box_iou(pose.box_2d, [*uv.min(0), *uv.max(0)])
+
+    def depth_inliers(self) -> float:
+        """Share of the model's points that meet the measured surface within 5 % of the diameter (about the
+        visible share for a right pose; less for a model fitted to part of another object)."""
+        if self.context.depth is None or not len(self.residuals):
+            return 0.0
+        return float(np.mean(np.abs(self.residuals) < 0.05 * float(self.obj.diameter)))
+
+    def free_space_violations(self) -> float:
+        """Share of the model's points that would stand in front of the measured surface by more than 5 % of
+        the diameter, where the camera saw something farther: impossible for a right pose, occluded or not
+        (occluded points lie behind the occluder), common for a model fitted to part of another shape."""
+        if self.context.depth is None or not len(self.residuals):
+            return 0.0
+        return float(np.mean(self.residuals < -0.05 * float(self.obj.diameter)))
+
+
+FEATURES = {
+    "score_logit": lambda e: _logit(_raw(e.pose)),
+    "icp_fitness": lambda e: 0.0 if e.pose.icp_fitness is None else float(e.pose.icp_fitness),
+    "icp_missing": lambda e: float(e.pose.icp_fitness is None),
+    "clip_logit": lambda e: _logit(getattr(e.pose, "clip_score", None) or 0.0),
+    "geometry_logit": lambda e: (0.0 if getattr(e.pose, "geometry_score", None) is None
+                                 else _logit(e.pose.geometry_score)),
+    "geometry_missing": lambda e: float(getattr(e.pose, "geometry_score", None) is None),
+    "box_iou": _Evidence.projected_box_iou,
+    "depth_inliers": _Evidence.depth_inliers,
+    "free_space_violations": _Evidence.free_space_violations,
+}
 
 
 def feature_names(backend: str, mode: str) -> list[str]:
@@ -107,7 +118,8 @@ def feature_names(backend: str, mode: str) -> list[str]:
 
 
 def features(poses, names: list[str], context: Context) -> np.ndarray:
-    return np.array([[FEATURES[n](p, context) for n in names] for p in poses],
+    evidence = [_Evidence(p, context) for p in poses]
+    return np.array([[FEATURES[n](e) for n in names] for e in evidence],
                     dtype=float).reshape(len(poses), len(names))
 
 
@@ -118,7 +130,11 @@ class LogisticModel:
     bias: float
 
     def probability(self, poses, context: Context) -> np.ndarray:
-        z = features(poses, list(self.names), context) @ np.asarray(self.weights, float) + self.bias
+        return self.probability_of(features(poses, list(self.names), context))
+
+    def probability_of(self, X: np.ndarray) -> np.ndarray:
+        """From a feature matrix whose columns are ``names``."""
+        z = np.asarray(X, float) @ np.asarray(self.weights, float) + self.bias
         return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
 
 

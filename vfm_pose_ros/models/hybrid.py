@@ -334,11 +334,10 @@ class Estimator(BaseEstimator):
         for fi, (f, cps) in enumerate(zip(frames, choices)):
             plan = []
             for cp in cps:
-                found = dets[fi].get(cp.name, [])
-                if self.settings.confirm and not f.boxes_2d and not self._confirmed(cp, found, several=not f.prompt):
+                regions, confirmed = self._regions(cp, dets[fi].get(cp.name, []), several=not f.prompt)
+                if self.settings.confirm and not f.boxes_2d and not confirmed:
                     continue  # DINOv2 does not see it: as absent as a CLIP score under the threshold
-                boxes = self._regions(cp, found, several=not f.prompt)
-                plan.append((cp, boxes if cp.name in self.dinov2.catalogue else []))
+                plan.append((cp, regions if cp.name in self.dinov2.catalogue else []))
             plans.append(plan)
 
         # 3. geometric stage: DINOv2 inside those regions only (its detector skipped)
@@ -379,31 +378,24 @@ class Estimator(BaseEstimator):
                 p.timings_ms = dict(timings)
         return [Prediction(poses, timings) for poses in results]
 
-    def _confirmed(self, cp: ObjectPose, found: list, several: bool) -> bool:
-        """Whether DINOv2's segmentation found the object CLIP chose: any component of it without a prompt, one
-        overlapping CLIP's box by ``match_iou`` with one. Objects DINOv2 does not know cannot be confirmed."""
-        if not found:
-            return False
-        clip_box = np.asarray(cp.box_2d, float)
-        return several or max(box_iou(clip_box, b) for b, _ in found) >= self.settings.match_iou
-
-    def _regions(self, cp: ObjectPose, found: list, several: bool) -> list[tuple[np.ndarray, float]]:
-        """The boxes DINOv2 poses for one CLIP choice, each with DINOv2's detection score of the object there:
-        matching components (best first), or CLIP's box (scored by the component it overlaps, else 1: no
-        segmentation vouches for it then, nor against it)."""
+    def _regions(self, cp: ObjectPose, found: list, several: bool) -> tuple[list[tuple[np.ndarray, float]], bool]:
+        """The boxes DINOv2 poses for one CLIP choice, each with DINOv2's detection score of the object there, and
+        whether DINOv2's segmentation confirms the choice: matching components (best first, confirmed), or CLIP's
+        box (scored by the component it overlaps by ``match_iou``, confirmed; else 1 and unconfirmed: no
+        segmentation vouches for it then, nor against it). Objects DINOv2 does not know have no components."""
         clip_box = np.asarray(cp.box_2d, float)
         if not found:
-            return [(clip_box, 1.0)]
+            return [(clip_box, 1.0)], False
         if several:  # no prompt: every instance of an object CLIP found present
             if self.settings.region == "clip":
-                return [(clip_box, max(float(s) for _, s in found))]
-            return [(np.asarray(b, float), float(s)) for b, s in found]
+                return [(clip_box, max(float(s) for _, s in found))], True
+            return [(np.asarray(b, float), float(s)) for b, s in found], True
         ious = [box_iou(clip_box, b) for b, _ in found]
         k = int(np.argmax(ious))
         if ious[k] < self.settings.match_iou:
-            return [(clip_box, 1.0)]
+            return [(clip_box, 1.0)], False
         box = clip_box if self.settings.region == "clip" else np.asarray(found[k][0], float)
-        return [(box, float(found[k][1]))]
+        return [(box, float(found[k][1]))], True
 
     @staticmethod
     def _join(cp: ObjectPose, p: ObjectPose, detection_score: float) -> HybridPose:
