@@ -50,9 +50,9 @@ setup(
     entry_points={
         "console_scripts": [
             "vfm-pose = vfm_pose_ros.cli:main",
-            "pose_node = vfm_pose_ros.ros.pose_node:main",
-            "evaluator_node = vfm_pose_ros.ros.evaluator_node:main",
-            "bag_player = vfm_pose_ros.ros.player:main",
+            "pose_node = vfm_pose_ros.ros.start:pose_node",
+            "evaluator_node = vfm_pose_ros.ros.start:evaluator_node",
+            "bag_player = vfm_pose_ros.ros.start:bag_player",
         ],
     },
 )

@@ -157,8 +157,8 @@ def test_commands_and_params_files(tmp_path):
     spec = NodeSpec("vfm_pose_ros", "pose_node", "vfm_pose", "/ns", parameters={"prompt": "the can", "use_depth": True},
                     remappings=[("~/detections", "/dets")], module="vfm_pose_ros.ros.pose_node")
     cmd = spec.command(tmp_path / "p.yaml")
-    assert cmd[1:3] == ["-m", "vfm_pose_ros.ros.pose_node"]
-    assert cmd[3:] == ["--ros-args", "-r", "__node:=vfm_pose", "-r", "__ns:=/ns", "--params-file",
+    assert cmd[1:4] == ["-m", "vfm_pose_ros.ros.start", "vfm_pose_ros.ros.pose_node"]  # signals held from the start
+    assert cmd[4:] == ["--ros-args", "-r", "__node:=vfm_pose", "-r", "__ns:=/ns", "--params-file",
                        str(tmp_path / "p.yaml"), "-r", "~/detections:=/dets"]
     import yaml
 
@@ -177,7 +177,8 @@ def test_cli_dry_run(capsys):
 
     assert main(["launch", "benchmark", "bag:=/b", "checkpoint:=/c.pt", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "-m vfm_pose_ros.ros.player /b --lockstep /vfm_pose/detections --wait-timeout 300" in out
+    player = "-m vfm_pose_ros.ros.start vfm_pose_ros.ros.player /b --lockstep /vfm_pose/detections --wait-timeout 300"
+    assert player in out
     assert "checkpoint: /c.pt" in out and "FASTDDS_DEFAULT_PROFILES_FILE=" in out
     assert main(["launch", "benchmark"]) == 2  # no bag
 

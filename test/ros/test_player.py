@@ -174,10 +174,6 @@ def test_timed_replay_keeps_the_recorded_rate(spawn_python, bag, tmp_path):
     assert s["wall_s"] >= (N_FRAMES - 1) / 15 - 0.01
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-v"]))
-
-
 def test_sigint_while_starting_exits_130_without_a_traceback(monkeypatch, capsys, tmp_path):
     """The launcher may stop the graph while the player is still importing (a node died at once, a loaded
     machine): one line and status 130, as for a SIGINT while playing, never a KeyboardInterrupt traceback."""
@@ -188,3 +184,8 @@ def test_sigint_while_starting_exits_130_without_a_traceback(monkeypatch, capsys
     assert player_module.main(["bag_player", str(tmp_path / "bag")]) == 130
     err = capsys.readouterr().err
     assert "interrupted while starting" in err and "Traceback" not in err
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
+

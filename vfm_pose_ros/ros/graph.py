@@ -57,7 +57,7 @@ class NodeSpec:
     def command(self, params_file: str | os.PathLike | None = None) -> list[str] | None:
         """The command line ``vfm-pose launch`` runs (None when the executable is not installed)."""
         if self.module:
-            head = [sys.executable, "-m", self.module]
+            head = [sys.executable, "-m", "vfm_pose_ros.ros.start", self.module]  # signals held from the start
         else:
             import shutil
 

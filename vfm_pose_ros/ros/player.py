@@ -298,6 +298,9 @@ class _Interrupt:
     def install(self) -> None:
         import signal
 
+        from . import spin
+
+        self.pending = self.pending or spin.stop_requested()  # arrived while importing (ros.start held it)
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(s, self._on_signal)

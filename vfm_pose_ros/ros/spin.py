@@ -22,14 +22,24 @@ def _on_signal(signum, _frame):
     _stop.set()
 
 
+def install_handlers() -> None:
+    """From now on SIGINT/SIGTERM only record a stop request (see :mod:`.start`)."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _on_signal)
+
+
+def stop_requested() -> bool:
+    """Whether a SIGINT/SIGTERM has arrived since :func:`install_handlers`."""
+    return _stop.is_set()
+
+
 def init(args: list[str] | None = None) -> None:
     """rclpy.init without rclpy's signal handlers; from now on SIGINT/SIGTERM only ask :func:`spin` to stop
     (a signal during start-up, e.g. while a model loads, is kept and honoured once spinning starts)."""
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, _on_signal)
+    install_handlers()
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
 
 
