@@ -54,6 +54,26 @@ def test_calibrate_fits_writes_and_plots(tmp_path, monkeypatch, capsys):
     assert "Brier score raw" in capsys.readouterr().out
 
 
+def test_an_estimator_never_right_scores_its_base_rate(tmp_path, monkeypatch, capsys):
+    """Every pose wrong (as RGB-only poses are today): no feature can be weighed, so every pose scores the
+    smoothed base rate instead of keeping a raw score that means nothing."""
+    import vfm_pose_ros.models as models
+
+    catalogue = Catalogue.from_dir(default_catalogue_dir())
+    ckpt = tmp_path / "wrong.pt"
+    ckpt.write_bytes(b"stand-in weights")
+    est = KnowingEstimator(catalogue, 0, 5, ckpt)  # knows no frame: one wrong pose on every frame
+    monkeypatch.setattr(models, "load_estimator", lambda *a, **k: est)
+    assert cli.main(["calibrate", "--checkpoint", str(ckpt), "--frames", "10", "--quiet"]) == 0
+    side = json.loads((tmp_path / "wrong.pt.calibration.json").read_text())
+    for mode in ("rgbd", "rgb"):
+        m = side["models"][mode]
+        assert m["features"] == [] and side["fitted_on"][mode]["right"] == 0
+        n = side["fitted_on"][mode]["poses"]
+        assert n > 0 and 1 / (1 + np.exp(-m["bias"])) == pytest.approx(0.5 / (n + 1))
+    assert "nothing tells right from wrong" in capsys.readouterr().out
+
+
 def test_load_estimator_applies_the_calibration_beside_the_checkpoint(tiny_clip_checkpoint, tmp_path):
     import shutil
 

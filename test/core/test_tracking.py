@@ -150,7 +150,7 @@ def _render(catalogue, R, t):
 
 
 def _surface(obj):
-    from vfm_pose_ros.models.checkpoint import surface_samples
+    from vfm_pose_ros.core.catalogue import surface_samples
 
     return surface_samples(obj, 2000)
 

@@ -134,6 +134,7 @@ def run(args) -> int:
     from ..core.score_calibration import (
         MODES,
         ScoreCalibration,
+        base_rate_model,
         feature_names,
         features,
         fingerprint,
@@ -161,10 +162,16 @@ def run(args) -> int:
         X = [features(r.poses, names, r.context) for r in records]
         y = [np.array([int(bool(rf)) for rf in r.right_for], int) for r in records]
         X_all, y_all = np.vstack(X), np.concatenate(y)
-        if len(y_all) == 0 or y_all.min() == y_all.max():
-            print(f"{mode}: {len(y_all)} poses, {int(y_all.sum())} right: nothing to fit; this input keeps raw scores")
+        if len(y_all) == 0:
+            print(f"{mode}: no poses at all: nothing to fit; this input keeps raw scores")
             continue
-        model = fit_logistic(X_all, y_all, names)
+        if y_all.min() == y_all.max():
+            model = base_rate_model(y_all)
+            print(f"{mode}: {len(y_all)} poses, {int(y_all.sum())} right: nothing tells right from wrong; every "
+                  f"pose scores the base rate {model.probability_of(np.zeros((1, 0)))[0]:.4f}")
+            X = [np.zeros((len(x), 0)) for x in X]
+        else:
+            model = fit_logistic(X_all, y_all, names)
         models[mode] = model
         calibrated = [model.probability_of(x) for x in X]
         raw = [np.array([p.score for p in r.poses]) for r in records]
@@ -186,9 +193,9 @@ def run(args) -> int:
         plot_reliability(reliability, png)
     print(f"wrote {path}" + (f" and {png}" if reliability else ""))
     for mode, s in summary.items():
-        weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(models[mode].names, models[mode].weights))
+        weights = "".join(f"{n} {w:+.2f}, " for n, w in zip(models[mode].names, models[mode].weights))
         print(f"  {mode}: {s['poses']} poses, {s['right']} right; Brier score raw {s['brier_raw']:.3f} -> "
-              f"calibrated {s['brier_calibrated']:.3f}; {weights}, bias {models[mode].bias:+.2f}")
+              f"calibrated {s['brier_calibrated']:.3f}; {weights}bias {models[mode].bias:+.2f}")
         print("    score threshold        " + "".join(f"{t:>8g}" for t in THRESHOLDS))
         for kind in ("raw", "calibrated"):
             print(f"    {kind:10s} phantom %  " + "".join(f"{100 * r['phantom_rate']:8.1f}" for r in s[kind]))

@@ -109,6 +109,22 @@ class ObjectModel:
         return v[np.sort(idx)]
 
 
+def surface_samples(obj: ObjectModel, n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Evenly spread surface points (metres) with outward normals: what ICP and metrics need of a mesh."""
+    if obj.faces is not None and len(obj.faces):
+        import trimesh
+
+        mesh = trimesh.Trimesh(obj.vertices, obj.faces, process=False)
+        pts, fidx = trimesh.sample.sample_surface_even(mesh, n, seed=seed)
+        if len(pts) < n // 2:  # sample_surface_even rejects points; top up uniformly when it was too strict
+            pts, fidx = trimesh.sample.sample_surface(mesh, n, seed=seed)
+        return np.asarray(pts), np.asarray(mesh.face_normals[fidx])
+    from .icp import estimate_normals
+
+    pts = obj.eval_points(n, seed)
+    return pts, estimate_normals(pts)
+
+
 def box_corners(bmin, bmax) -> np.ndarray:
     bmin = np.asarray(bmin, dtype=float)
     bmax = np.asarray(bmax, dtype=float)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .catalogue import surface_samples
 from .detections import box_iou
 from .plausibility import depth_residuals
 
@@ -52,6 +53,23 @@ class Context:
     depth: np.ndarray | None = None
 
 
+SURFACE_SAMPLES = 2000  # what a checkpoint's catalogue carries per object (models.checkpoint)
+
+
+def _surface(obj) -> tuple[np.ndarray, np.ndarray, float]:
+    """(surface samples, outward normals, median spacing in metres): the checkpoint's own samples when the
+    object came from one, else the same even sampling of its mesh; computed once per object."""
+    cached = getattr(obj, "_calibration_surface", None)
+    if cached is None:
+        from pykdtree.kdtree import KDTree
+
+        pts, normals = getattr(obj, "surface_normals", None) or surface_samples(obj, SURFACE_SAMPLES)
+        pts, normals = np.asarray(pts, float), np.asarray(normals, float)
+        d, _ = KDTree(pts).query(pts, k=2)
+        cached = obj._calibration_surface = (pts, normals, float(np.median(d[:, 1])))
+    return cached
+
+
 class _Evidence:
     """One pose judged against its frame; what several features read (the depth residuals) is computed once."""
 
@@ -64,6 +82,70 @@ class _Evidence:
         """(model depth - measured depth) per model point where depth was measured (core.plausibility)."""
         c = self.context
         return depth_residuals(self.pose.R, self.pose.t, self.obj, c.K, c.depth)
+
+    @functools.cached_property
+    def visible_surface(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The model's surface seen from the camera at the pose against the measured depth: (model depth -
+        measured depth in metres, (u, v) pixel) per visible surface sample where depth was measured; None when
+        none is. Drawn from the surface samples a checkpoint carries (no mesh needed, so the node's catalogue
+        and a mesh catalogue give the same features)."""
+        c, pose = self.context, self.pose
+        pts, normals, spacing = _surface(self.obj)
+        R, t = np.asarray(pose.R, float), np.asarray(pose.t, float).reshape(3)
+        cam, n_cam = pts @ R.T + t, normals @ R.T
+        front = (np.einsum("ij,ij->i", cam, n_cam) < 0) & (cam[:, 2] > 1e-6)  # facing the camera
+        cam = cam[front]
+        if not len(cam):
+            return None
+        K = np.asarray(c.K, float)
+        uv = cam @ K.T
+        uv = uv[:, :2] / uv[:, 2:]
+        h, w = c.depth.shape[:2]
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+        cam, uv = cam[inside], uv[inside]
+        if not len(cam):
+            return None
+        # the model hiding itself (a handle in front of the body): a z-buffer over cells about two sample
+        # spacings wide keeps the samples near each cell's nearest
+        cell = max(1.0, 2.0 * spacing * float(K[0, 0]) / float(np.median(cam[:, 2])))
+        cu, cv = (uv[:, 0] // cell).astype(np.int64), (uv[:, 1] // cell).astype(np.int64)
+        key = cv * (int(w // cell) + 1) + cu
+        nearest = np.full(int(key.max()) + 1, np.inf)
+        np.minimum.at(nearest, key, cam[:, 2])
+        seen = cam[:, 2] <= nearest[key] + 3.0 * spacing
+        cam, uv = cam[seen], uv[seen].astype(np.int64)
+        measured = np.asarray(c.depth, float)[uv[:, 1], uv[:, 0]]
+        ok = np.isfinite(measured) & (measured > 0)
+        if not ok.any():
+            return None
+        return cam[ok, 2] - measured[ok], uv[ok]
+
+    def _visible_shares(self) -> tuple[float, float, float]:
+        """Of the pixels the model covers at the pose (where depth was measured): the shares hidden behind
+        something nearer, in agreement with the measured surface, and standing in front of it, each by 5 % of
+        the diameter. Unlike the model-point features, the model's own back side and silhouette do not count."""
+        if self.context.depth is None or self.visible_surface is None:
+            return 0.0, 0.0, 0.0
+        r = self.visible_surface[0]
+        tol = 0.05 * float(self.obj.diameter)
+        return float(np.mean(r > tol)), float(np.mean(np.abs(r) <= tol)), float(np.mean(r < -tol))
+
+    def visible_agreement(self) -> float:
+        """Of the model's pixels not hidden by something nearer, the share where the measured surface is the
+        model's: about 1 for a right pose however occluded, less for a model fitted to part of another shape."""
+        _, agree, front = self._visible_shares()
+        return agree / (agree + front) if agree + front > 0 else 0.0
+
+    def visible_box_iou(self) -> float:
+        """IoU of the detected box with the box of the model's pixels at the pose that are not hidden by
+        something nearer: what a detector sees of an occluded object, so a right occluded pose scores high."""
+        if self.pose.box_2d is None or self.context.depth is None or self.visible_surface is None:
+            return 0.0
+        r, uv = self.visible_surface
+        seen = uv[r <= 0.05 * float(self.obj.diameter)]
+        if not len(seen):
+            return 0.0
+        return box_iou(self.pose.box_2d, [*seen.min(0), *(seen.max(0) + 1)])
 
     def projected_box_iou(self) -> float:
         """IoU of the detected 2D box with the box of the model projected at the pose: a pose fitted to a
@@ -107,6 +189,10 @@ FEATURES = {
     "box_iou": _Evidence.projected_box_iou,
     "depth_inliers": _Evidence.depth_inliers,
     "free_space_violations": _Evidence.free_space_violations,
+    "visible_agreement": _Evidence.visible_agreement,
+    "visible_hidden": lambda e: e._visible_shares()[0],
+    "visible_in_front": lambda e: e._visible_shares()[2],
+    "visible_box_iou": _Evidence.visible_box_iou,
 }
 
 
@@ -114,7 +200,10 @@ def feature_names(backend: str, mode: str) -> list[str]:
     """The evidence a backend's poses carry in one input mode."""
     names = ["clip_logit", "geometry_logit", "geometry_missing"] if backend == "hybrid" else ["score_logit"]
     names.append("box_iou")
-    return names + (["icp_fitness", "icp_missing", "depth_inliers", "free_space_violations"] if mode == "rgbd" else [])
+    if mode == "rgbd":
+        names += ["icp_fitness", "icp_missing", "depth_inliers", "free_space_violations", "visible_agreement",
+                  "visible_hidden", "visible_in_front"]
+    return names
 
 
 def features(poses, names: list[str], context: Context) -> np.ndarray:
@@ -164,6 +253,14 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, names: list[str], l2: float = 1e-
     raw_w = np.where(live, w[:-1] / np.where(live, sd, 1.0), 0.0)
     bias = float(w[-1] - (raw_w * mu).sum())
     return LogisticModel(tuple(names), tuple(float(v) for v in raw_w), bias)
+
+
+def base_rate_model(y: np.ndarray) -> LogisticModel:
+    """Where every pose of the calibration set was right (or every one wrong), no feature can weigh the
+    evidence: each pose scores the base rate, smoothed by half a pose each way (0 of 300 right -> 0.0017),
+    rather than keeping a raw score that means nothing."""
+    y = np.asarray(y, float)
+    return LogisticModel((), (), _logit((y.sum() + 0.5) / (len(y) + 1.0)))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..core.catalogue import Catalogue, GraspFrame, ObjectModel, Symmetry
+from ..core.catalogue import Catalogue, GraspFrame, ObjectModel, Symmetry, surface_samples  # noqa: F401 - re-exported
 
 FORMAT = "vfm_pose_ros-checkpoint"
 VERSION = 1
@@ -28,22 +28,6 @@ SUPPORTED_VERSIONS = (1,)
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, not ours, of another backend, or an unknown version."""
-
-
-def surface_samples(obj: ObjectModel, n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Evenly spread surface points (metres) with outward normals: what ICP and metrics need of a mesh."""
-    if obj.faces is not None and len(obj.faces):
-        import trimesh
-
-        mesh = trimesh.Trimesh(obj.vertices, obj.faces, process=False)
-        pts, fidx = trimesh.sample.sample_surface_even(mesh, n, seed=seed)
-        if len(pts) < n // 2:  # sample_surface_even rejects points; top up uniformly when it was too strict
-            pts, fidx = trimesh.sample.sample_surface(mesh, n, seed=seed)
-        return np.asarray(pts), np.asarray(mesh.face_normals[fidx])
-    from ..core.icp import estimate_normals
-
-    pts = obj.eval_points(n, seed)
-    return pts, estimate_normals(pts)
 
 
 def catalogue_to_dict(catalogue: Catalogue, keypoints: dict[str, np.ndarray] | None = None,

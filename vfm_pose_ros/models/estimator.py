@@ -138,7 +138,7 @@ class Estimator(abc.ABC):
             obj = self.catalogue[name]
             sn = getattr(obj, "surface_normals", None)
             if sn is None:
-                from .checkpoint import surface_samples
+                from ..core.catalogue import surface_samples
 
                 sn = surface_samples(obj, self.depth_stage.points)
             self._surfaces[name] = sn
