@@ -90,8 +90,9 @@ def test_box_and_depth_features_tell_a_right_pose_from_a_displaced_one(catalogue
 @pytest.mark.parametrize("k", [0, 1])  # the can, the driller (it hides part of itself: the handle)
 def test_visible_surface_features_see_through_occlusion(catalogue, k):
     """An instance the scene hides in part (about 30 % of its pixels): at the right pose the model's surface
-    not hidden agrees with the depth and the hidden share is the scene's; 0.1 m in front, the model stands
-    before the measured surface; 0.3 m behind, it is all hidden and agrees nowhere."""
+    not hidden agrees with the depth, the hidden share is the scene's, and the box of the samples not hidden is
+    the visible mask's box (what a detector sees); 0.1 m in front, the model stands before the measured surface;
+    0.3 m behind, it is all hidden and agrees nowhere."""
     from vfm_pose_ros.data.scenes import SceneConfig, SceneGenerator
 
     sf = SceneGenerator(list(catalogue), SceneConfig(), seed=2).frame(0)
@@ -103,10 +104,13 @@ def test_visible_surface_features_see_through_occlusion(catalogue, k):
     right = ObjectPose(name=g.name, R=g.R, t=g.t, box_2d=box)
     behind = ObjectPose(name=g.name, R=g.R, t=g.t * (1 + 0.3 / np.linalg.norm(g.t)), box_2d=box)
     in_front = ObjectPose(name=g.name, R=g.R, t=g.t * (1 - 0.1 / np.linalg.norm(g.t)), box_2d=box)
-    names = ["visible_agreement", "visible_hidden", "visible_in_front"]
+    names = ["visible_agreement", "visible_hidden", "visible_in_front", "visible_box_iou", "box_iou"]
     ctx = Context(catalogue, sf.K, sf.depth.astype(np.float32))
-    (a_r, h_r, f_r), (a_b, h_b, _), (a_f, _, f_f) = features([right, behind, in_front], names, ctx)
+    (a_r, h_r, f_r, vb_r, b_r), (a_b, h_b, *_), (a_f, _, f_f, *_) = features([right, behind, in_front], names, ctx)
     assert a_r > 0.95 and f_r < 0.05 and abs(h_r - hidden_truth) < 0.1
+    assert vb_r > 0.85
+    if k == 0:  # the can is hidden at its edge: the whole model's projected box is larger than what is seen
+        assert vb_r > b_r + 0.1
     assert h_b > 0.9 and a_b < 0.1
     assert f_f > 0.5 and a_f < 0.5
 

@@ -1,7 +1,7 @@
 """No phantom poses: the running pose node, with a shipped checkpoint and its default parameters, publishes
 nothing for frames that hold no catalogue object.
 
-Each backend's node (its own process, config/pose.yaml's defaults: score_threshold 0.6 on calibrated scores,
+Each backend's node (its own process, config/pose.yaml's defaults: score_threshold 0.5 on calibrated scores,
 plausibility gates on, depth on) gets VGA frames with a flat 0.8 m depth image and a valid CameraInfo: black,
 grey, noise, and foreign objects (the synthetic engine's distractor shapes on a background, no catalogue object). Every
 frame must be answered with an empty Detection3DArray. A backend whose shipped checkpoint still publishes
@@ -36,7 +36,7 @@ DEPTH_M = 0.8
 T0_NS = 2_000_000_000_000
 KINDS = ("blank", "grey", "noise", "foreign")
 # (backend, kind) -> why the shipped checkpoint still publishes there: xfail(strict=True) with the figure. Empty
-# since the scores are calibrated (models/*.calibration.json) and score_threshold is 0.6: clip and hybrid used to
+# since the scores are calibrated (models/*.calibration.json) and score_threshold is 0.5: clip and hybrid used to
 # publish on these foreign-object frames (bench: 22.5 % and 26.0 % of 200 empty frames with depth).
 PHANTOMS: dict[tuple[str, str], str] = {}
 

@@ -76,7 +76,7 @@ def _counts(node):
 
 def test_phantom_poses_are_withheld_and_counted_by_gate(make_node):
     node = make_node(input_qos="reliable")
-    # scores above the default score_threshold (0.6): the gates, not the threshold, must stop them
+    # scores above the default score_threshold (0.5): the gates, not the threshold, must stop them
     phantom = [ObjectPose("can_like", np.eye(3), np.array([0.0, 0.0, 4.0]), score=0.8),
                ObjectPose("driller_like", np.eye(3), np.array([0.1, 0.0, 3.2]), score=0.75)]
     node.estimator.poses = phantom

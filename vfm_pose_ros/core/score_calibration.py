@@ -84,11 +84,11 @@ class _Evidence:
         return depth_residuals(self.pose.R, self.pose.t, self.obj, c.K, c.depth)
 
     @functools.cached_property
-    def visible_surface(self) -> np.ndarray | None:
-        """The model's surface seen from the camera at the pose against the measured depth: model depth -
-        measured depth (metres) per visible surface sample where depth was measured; None when none is.
-        Drawn from the surface samples a checkpoint carries (no mesh needed, so the node's catalogue and a
-        mesh catalogue give the same features)."""
+    def visible_surface(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The model's surface seen from the camera at the pose against the measured depth: (model depth -
+        measured depth in metres, (u, v) pixel) per visible surface sample where depth was measured; None when
+        none is. Drawn from the surface samples a checkpoint carries (no mesh needed, so the node's catalogue
+        and a mesh catalogue give the same features)."""
         c, pose = self.context, self.pose
         pts, normals, spacing = _surface(self.obj)
         R, t = np.asarray(pose.R, float), np.asarray(pose.t, float).reshape(3)
@@ -118,7 +118,7 @@ class _Evidence:
         ok = np.isfinite(measured) & (measured > 0)
         if not ok.any():
             return None
-        return cam[ok, 2] - measured[ok]
+        return cam[ok, 2] - measured[ok], uv[ok]
 
     def _visible_shares(self) -> tuple[float, float, float]:
         """Of the pixels the model covers at the pose (where depth was measured): the shares hidden behind
@@ -126,7 +126,7 @@ class _Evidence:
         the diameter. Unlike the model-point features, the model's own back side and silhouette do not count."""
         if self.context.depth is None or self.visible_surface is None:
             return 0.0, 0.0, 0.0
-        r = self.visible_surface
+        r = self.visible_surface[0]
         tol = 0.05 * float(self.obj.diameter)
         return float(np.mean(r > tol)), float(np.mean(np.abs(r) <= tol)), float(np.mean(r < -tol))
 
@@ -135,6 +135,18 @@ class _Evidence:
         model's: about 1 for a right pose however occluded, less for a model fitted to part of another shape."""
         _, agree, front = self._visible_shares()
         return agree / (agree + front) if agree + front > 0 else 0.0
+
+    def visible_box_iou(self) -> float:
+        """IoU of the detected box with the box of the model's pixels at the pose that nothing nearer hides:
+        what a detector sees of an occluded object. Beside the whole model's box IoU (which tells a fit to a
+        distractor from an object), it keeps a right pose of a half-hidden object from looking wrong."""
+        if self.pose.box_2d is None or self.context.depth is None or self.visible_surface is None:
+            return 0.0
+        r, uv = self.visible_surface
+        seen = uv[r <= 0.05 * float(self.obj.diameter)]  # not hidden behind something nearer
+        if not len(seen):
+            return 0.0
+        return box_iou(self.pose.box_2d, [*seen.min(0), *(seen.max(0) + 1)])
 
     def projected_box_iou(self) -> float:
         """IoU of the detected 2D box with the box of the model projected at the pose: a pose fitted to a
@@ -181,6 +193,7 @@ FEATURES = {
     "visible_agreement": _Evidence.visible_agreement,
     "visible_hidden": lambda e: e._visible_shares()[0],
     "visible_in_front": lambda e: e._visible_shares()[2],
+    "visible_box_iou": _Evidence.visible_box_iou,
 }
 
 
@@ -189,8 +202,8 @@ def feature_names(backend: str, mode: str) -> list[str]:
     names = ["clip_logit", "geometry_logit", "geometry_missing"] if backend == "hybrid" else ["score_logit"]
     names.append("box_iou")
     if mode == "rgbd":
-        names += ["icp_fitness", "icp_missing", "depth_inliers", "free_space_violations", "visible_agreement",
-                  "visible_hidden", "visible_in_front"]
+        names += ["visible_box_iou", "icp_fitness", "icp_missing", "depth_inliers", "free_space_violations",
+                  "visible_agreement", "visible_hidden", "visible_in_front"]
     return names
 
 
