@@ -26,6 +26,7 @@ import numpy as np
 from .catalogue import surface_samples
 from .detections import box_iou
 from .plausibility import depth_residuals
+from .transforms import project, transform_points
 
 LOG = logging.getLogger(__name__)
 FORMAT = "vfm_pose_ros-score-calibration"
@@ -54,6 +55,7 @@ class Context:
 
 
 SURFACE_SAMPLES = 2000  # what a checkpoint's catalogue carries per object (models.checkpoint)
+AGREEMENT = 0.05  # a model point meets the measured surface within this share of the object's diameter
 
 
 def _surface(obj) -> tuple[np.ndarray, np.ndarray, float]:
@@ -76,6 +78,7 @@ class _Evidence:
     def __init__(self, pose, context: Context):
         self.pose, self.context = pose, context
         self.obj = context.catalogue[pose.name]
+        self.tol = AGREEMENT * float(self.obj.diameter)
 
     @functools.cached_property
     def residuals(self) -> np.ndarray:
@@ -91,15 +94,13 @@ class _Evidence:
         and a mesh catalogue give the same features)."""
         c, pose = self.context, self.pose
         pts, normals, spacing = _surface(self.obj)
-        R, t = np.asarray(pose.R, float), np.asarray(pose.t, float).reshape(3)
-        cam, n_cam = pts @ R.T + t, normals @ R.T
+        cam, n_cam = transform_points(pose.R, pose.t, pts), normals @ np.asarray(pose.R, float).T
         front = (np.einsum("ij,ij->i", cam, n_cam) < 0) & (cam[:, 2] > 1e-6)  # facing the camera
         cam = cam[front]
         if not len(cam):
             return None
         K = np.asarray(c.K, float)
-        uv = cam @ K.T
-        uv = uv[:, :2] / uv[:, 2:]
+        uv = project(K, cam)
         h, w = c.depth.shape[:2]
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
         cam, uv = cam[inside], uv[inside]
@@ -120,20 +121,20 @@ class _Evidence:
             return None
         return cam[ok, 2] - measured[ok], uv[ok]
 
-    def _visible_shares(self) -> tuple[float, float, float]:
+    @functools.cached_property
+    def visible_shares(self) -> tuple[float, float, float]:
         """Of the pixels the model covers at the pose (where depth was measured): the shares hidden behind
         something nearer, in agreement with the measured surface, and standing in front of it, each by 5 % of
         the diameter. Unlike the model-point features, the model's own back side and silhouette do not count."""
         if self.context.depth is None or self.visible_surface is None:
             return 0.0, 0.0, 0.0
         r = self.visible_surface[0]
-        tol = 0.05 * float(self.obj.diameter)
-        return float(np.mean(r > tol)), float(np.mean(np.abs(r) <= tol)), float(np.mean(r < -tol))
+        return float(np.mean(r > self.tol)), float(np.mean(np.abs(r) <= self.tol)), float(np.mean(r < -self.tol))
 
     def visible_agreement(self) -> float:
         """Of the model's pixels not hidden by something nearer, the share where the measured surface is the
         model's: about 1 for a right pose however occluded, less for a model fitted to part of another shape."""
-        _, agree, front = self._visible_shares()
+        _, agree, front = self.visible_shares
         return agree / (agree + front) if agree + front > 0 else 0.0
 
     def visible_box_iou(self) -> float:
@@ -143,7 +144,7 @@ class _Evidence:
         if self.pose.box_2d is None or self.context.depth is None or self.visible_surface is None:
             return 0.0
         r, uv = self.visible_surface
-        seen = uv[r <= 0.05 * float(self.obj.diameter)]  # not hidden behind something nearer
+        seen = uv[r <= self.tol]  # not hidden behind something nearer
         if not len(seen):
             return 0.0
         return box_iou(self.pose.box_2d, [*seen.min(0), *(seen.max(0) + 1)])
@@ -155,12 +156,11 @@ class _Evidence:
         if pose.box_2d is None or K is None:
             return 0.0
         pts = np.asarray(self.obj.vertices, float)
-        pts = pts[:: max(1, len(pts) // 500)] @ np.asarray(pose.R, float).T + np.asarray(pose.t, float).reshape(3)
+        pts = transform_points(pose.R, pose.t, pts[:: max(1, len(pts) // 500)])
         pts = pts[pts[:, 2] > 1e-6]
         if not len(pts):
             return 0.0
-        uv = pts @ np.asarray(K, float).T
-        uv = uv[:, :2] / uv[:, 2:]
+        uv = project(K, pts)
         return box_iou(pose.box_2d, [*uv.min(0), *uv.max(0)])
 
     def depth_inliers(self) -> float:
@@ -168,7 +168,7 @@ class _Evidence:
         visible share for a right pose; less for a model fitted to part of another object)."""
         if self.context.depth is None or not len(self.residuals):
             return 0.0
-        return float(np.mean(np.abs(self.residuals) < 0.05 * float(self.obj.diameter)))
+        return float(np.mean(np.abs(self.residuals) < self.tol))
 
     def free_space_violations(self) -> float:
         """Share of the model's points that would stand in front of the measured surface by more than 5 % of
@@ -176,7 +176,7 @@ class _Evidence:
         (occluded points lie behind the occluder), common for a model fitted to part of another shape."""
         if self.context.depth is None or not len(self.residuals):
             return 0.0
-        return float(np.mean(self.residuals < -0.05 * float(self.obj.diameter)))
+        return float(np.mean(self.residuals < -self.tol))
 
 
 FEATURES = {
@@ -191,8 +191,8 @@ FEATURES = {
     "depth_inliers": _Evidence.depth_inliers,
     "free_space_violations": _Evidence.free_space_violations,
     "visible_agreement": _Evidence.visible_agreement,
-    "visible_hidden": lambda e: e._visible_shares()[0],
-    "visible_in_front": lambda e: e._visible_shares()[2],
+    "visible_hidden": lambda e: e.visible_shares[0],
+    "visible_in_front": lambda e: e.visible_shares[2],
     "visible_box_iou": _Evidence.visible_box_iou,
 }
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..core.catalogue import Catalogue, GraspFrame, ObjectModel, Symmetry, surface_samples  # noqa: F401 - re-exported
+from ..core.catalogue import Catalogue, GraspFrame, ObjectModel, Symmetry, surface_samples
 
 FORMAT = "vfm_pose_ros-checkpoint"
 VERSION = 1
