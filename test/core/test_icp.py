@@ -161,3 +161,67 @@ def test_fit_to_model_matches_open3d_evaluate_registration(scene):
         assert rmse == pytest.approx(ref.inlier_rmse, rel=1e-3, abs=1e-6)
     far = fit_to_model(tree, obs, R, t + np.array([0.0, 0.0, 1.0]), 0.01)
     assert far == (0.0, 0.0)  # no inliers: Open3D reports fitness 0 and rmse 0 as well
+
+
+def _can_scene():
+    """A drinks-can-like solid of revolution about z (a lid rim makes top and bottom differ), its surface
+    samples and normals, a pose and the depth it casts."""
+    body = trimesh.creation.cylinder(radius=0.033, height=0.115, sections=64)
+    rim = trimesh.creation.annulus(r_min=0.026, r_max=0.031, height=0.006, sections=64)
+    rim.apply_translation([0.0, 0.0, 0.0605])
+    mesh = trimesh.util.concatenate([body, rim])
+    pts, face_idx = trimesh.sample.sample_surface_even(mesh, 3000, seed=1)
+    R = axis_angle_to_matrix([1.1, 0.4, -0.2])
+    t = np.array([-0.02, 0.03, 0.55])
+    return pts, mesh.face_normals[face_idx], R, t, _raycast_depth(mesh, R, t)
+
+
+def _turned(R, t, theta):
+    return R @ axis_angle_to_matrix([0.0, 0.0, theta]), t  # (the axis goes through the origin)
+
+
+def test_a_symmetric_model_scores_equivalent_poses_alike():
+    """The score that picks between ICP starts must not depend on which of a can's equivalent poses a start
+    ended at: the visible samples change as the model turns about its axis, and without the symmetry that
+    moves the score by about as much as separates a right basin from a flipped one."""
+    from vfm_pose_ros.core.icp import _Registration
+    from vfm_pose_ros.core.symmetry import Symmetry
+
+    pts, normals, R, t, depth = _can_scene()
+    obs = depth_to_points(depth, K, stride=2)
+    can = Symmetry("continuous", [], np.array([0.0, 0.0, 1.0]), np.zeros(3))
+    angles = np.linspace(0.0, 2 * np.pi, 13)[:-1]
+
+    def scores(symmetry, poses):
+        reg = _Registration(obs, SurfaceModel(pts, normals, symmetry=symmetry), ICPSettings())
+        return np.array([reg.evaluate({"R": Rp, "t": tp, "T": np.eye(4)}, reg.final_thr)[0] for Rp, tp in poses])
+
+    turned = [_turned(R, t, a) for a in angles]
+    plain, invariant = scores(None, turned), scores(can, turned)
+    assert np.ptp(plain) > 0.005  # the noise the symmetry removes is real in this scene
+    assert np.ptp(invariant) < 1e-9
+    assert abs(invariant.mean() - plain.mean()) < 0.01  # the same fit, measured without the noise
+    # the score still tells a wrong pose: tilted 8 degrees off the axis, or shifted 4 mm
+    tilted = scores(can, [(axis_angle_to_matrix([np.radians(8.0), 0.0, 0.0]) @ R, t), (R, t + [0.004, 0.0, 0.0])])
+    assert (tilted < invariant[0] - 0.02).all()
+
+
+def test_a_discrete_symmetry_scores_equivalent_poses_alike():
+    """The same for a discrete symmetry: the can declared with only its half turn about the axis."""
+    from vfm_pose_ros.core.icp import _Registration
+    from vfm_pose_ros.core.symmetry import Symmetry
+
+    pts, normals, R, t, depth = _can_scene()
+    obs = depth_to_points(depth, K, stride=2)
+    half_turn = np.eye(4)
+    half_turn[:3, :3] = axis_angle_to_matrix([0.0, 0.0, np.pi])
+    poses = [_turned(R, t, a) for a in (0.3, 0.3 + np.pi, 1.2, 1.2 + np.pi)]
+
+    def scores(symmetry):
+        reg = _Registration(obs, SurfaceModel(pts, normals, symmetry=symmetry), ICPSettings())
+        return [reg.evaluate({"R": Rp, "t": tp, "T": np.eye(4)}, reg.final_thr)[0] for Rp, tp in poses]
+
+    plain, invariant = scores(None), scores(Symmetry("discrete", [half_turn]))
+    assert max(abs(plain[0] - plain[1]), abs(plain[2] - plain[3])) > 0.002
+    assert invariant[0] == pytest.approx(invariant[1], abs=1e-12)
+    assert invariant[2] == pytest.approx(invariant[3], abs=1e-12)

@@ -213,3 +213,22 @@ def test_depth_support_ranks_depth_confirmed_poses_first():
 
     assert depth_support(None) == depth_support(0.0) == 0.5 and depth_support(1.0) == 1.0
     assert depth_support(0.9) > depth_support(0.2) and depth_support(7.0) == 1.0
+
+
+def test_the_depth_stage_scores_a_symmetric_object_under_its_symmetry(catalogue, scene, monkeypatch):
+    """refine_depth hands the object's symmetry to the depth stage, which scores equivalent poses of the can
+    alike only when it knows the symmetry (core.icp tests)."""
+    from vfm_pose_ros.core import icp
+    from vfm_pose_ros.models import dinov2
+
+    seen = []
+    real = icp.refine_with_depth
+    monkeypatch.setattr(icp, "refine_with_depth", lambda R, t, cloud, model, cfg, **kw: (
+        seen.append(model), real(R, t, cloud, model, cfg, **kw))[1])
+    est = dinov2.OracleEstimator(dinov2.build_net(TINY, catalogue), catalogue, device="cpu")
+    frame = Frame(rgb=scene.rgb, K=scene.K, depth=scene.depth)
+    for name in ("can_like", "driller_like"):
+        g = next(g for g in scene.gts if g.name == name)
+        est.refine_depth(name, g.R, g.t, frame, g.mask)
+    assert [m.symmetry for m in seen] == [catalogue["can_like"].symmetry, catalogue["driller_like"].symmetry]
+    assert seen[0].symmetry.kind == "continuous"

@@ -200,20 +200,26 @@ def closest_symmetric_pose(obj, R_ref, R, t) -> tuple[np.ndarray, np.ndarray]:
 
 
 def canonical_pose(obj, R, t) -> tuple[np.ndarray, np.ndarray]:
-    """The symmetric equivalent of (R, t) whose appearance-independent parts are fixed by the view.
+    """The symmetric equivalent of (R, t) whose appearance-independent parts are fixed by the view
+    (:func:`canonical_view` with the object's symmetry and bounding-box centre)."""
+    return canonical_view(obj.symmetry, obj.bbox_center, R, t)
+
+
+def canonical_view(sym: Symmetry | None, centre, R, t) -> tuple[np.ndarray, np.ndarray]:
+    """The symmetric equivalent of (R, t) whose appearance-independent parts are fixed by the view, so that
+    every equivalent pose maps to the same one.
 
     Continuous symmetry about axis a (through ``offset``): rotate about a so that a fixed object
     direction u (perpendicular to a) points as much as possible towards the camera. Discrete
     symmetries: of the identity and the symmetry transforms, take the one turning u most towards
-    the camera. Asymmetric objects: unchanged. (Hand-written: no library canonicalises poses.)
+    the camera. Asymmetric objects (``sym`` None or "none"): unchanged. ``centre``: the object's centre
+    (object frame). (Hand-written: no library canonicalises poses.)
     """
     R = np.asarray(R, dtype=float)
     t = np.asarray(t, dtype=float).reshape(3)
-    sym = obj.symmetry
-    if not sym.is_symmetric:
+    if sym is None or not sym.is_symmetric:
         return R, t
-    centre = obj.bbox_center
-    to_cam = -R.T @ (R @ centre + t)  # object frame: from the object centre towards the camera
+    to_cam = -R.T @ (R @ np.asarray(centre, dtype=float) + t)  # object frame: from the centre towards the camera
     to_cam /= max(np.linalg.norm(to_cam), 1e-12)
     if sym.kind == "continuous":
         a, o = sym.continuous_axis

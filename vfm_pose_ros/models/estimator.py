@@ -159,7 +159,8 @@ class Estimator(abc.ABC):
             if not len(observed):
                 return None, None, None
             R, t, trust_pose = np.eye(3), np.median(observed, axis=0) - pts.mean(0), False
-        model = SurfaceModel(pts, normals, self.catalogue[name].diameter)
+        obj = self.catalogue[name]
+        model = SurfaceModel(pts, normals, obj.diameter, getattr(obj, "symmetry", None))
         R, t, fitness = icp.refine_with_depth(R, t, observed, model, self.depth_stage, trust_pose=trust_pose)
         if depth_only and (fitness is None or fitness < self.depth_stage.min_fitness):  # nothing fits
             return None, None, None
