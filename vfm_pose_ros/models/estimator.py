@@ -160,7 +160,7 @@ class Estimator(abc.ABC):
                 return None, None, None
             R, t, trust_pose = np.eye(3), np.median(observed, axis=0) - pts.mean(0), False
         obj = self.catalogue[name]
-        model = SurfaceModel(pts, normals, obj.diameter, getattr(obj, "symmetry", None))
+        model = SurfaceModel(pts, normals, obj.diameter, obj.symmetry)
         R, t, fitness = icp.refine_with_depth(R, t, observed, model, self.depth_stage, trust_pose=trust_pose)
         if depth_only and (fitness is None or fitness < self.depth_stage.min_fitness):  # nothing fits
             return None, None, None
