@@ -225,3 +225,26 @@ def test_a_discrete_symmetry_scores_equivalent_poses_alike():
     assert max(abs(plain[0] - plain[1]), abs(plain[2] - plain[3])) > 0.002
     assert invariant[0] == pytest.approx(invariant[1], abs=1e-12)
     assert invariant[2] == pytest.approx(invariant[3], abs=1e-12)
+
+
+@pytest.mark.parametrize("refine_top", [2, 99])
+def test_icp_refine_top_sets_how_many_starts_go_on_past_the_coarse_pass(scene, monkeypatch, refine_top):
+    """``icp_refine_top`` (DepthStageConfig) reaches every ICP run of the depth stage: with 99, every start
+    goes on (slower, a point or two more accurate: docs/decisions.md); with the default 2, the 2 best and the
+    best local start."""
+    import vfm_pose_ros.core.icp as icp_module
+
+    mesh, pts, normals, R, t, depth = scene
+    kept = []
+    real = icp_module._promising
+    monkeypatch.setattr(icp_module, "_promising", lambda reg, starts, n_local: (
+        lambda keep: (kept.append((len(keep), len(starts))), keep)[1])(real(reg, starts, n_local)))
+    cfg = DepthStageConfig.from_config({"icp_refine_top": refine_top, "icp_global_rotations": 60})
+    diameter = float(np.linalg.norm(pts.max(0) - pts.min(0)))
+    refine_with_depth(R, t + 0.05, depth_to_points(depth, K, stride=2), SurfaceModel(pts, normals, diameter), cfg,
+                      trust_pose=False)
+    assert kept and all(n_starts > 3 for _, n_starts in kept)
+    if refine_top == 99:
+        assert all(n_kept == n_starts for n_kept, n_starts in kept)
+    else:
+        assert all(n_kept <= 3 for n_kept, _ in kept)

@@ -105,6 +105,7 @@ class DepthStageConfig:
     global_rotations: int = 300  # rotations over SO(3) scored against the depth cloud (0: only local starts)
     global_starts: int = 5  # ... of which the best distinct ones are also refined by ICP
     min_fitness: float = 0.3
+    refine_top: int = 2  # starts that go on past the coarse pass (ICPSettings.refine_top; more: slower, a bit surer)
     points: int = 2000  # model surface samples when the checkpoint stores none
     max_observed: int = 2500
     threads: int = 0  # threads for the ICP starts and KD-tree look-ups; 0: the cores this process may use (<= 8)
@@ -267,7 +268,7 @@ class _Registration:
 
         A symmetric model is scored at the canonical equivalent of the pose (core.symmetry.canonical_view), so
         that equivalent poses score alike: the samples on the visible side change as a can turns about its
-        axis, which moved the score of one and the same pose by up to 0.03 and let that noise choose between
+        axis, enough to move one and the same pose's score by up to 0.03, and that noise would choose between
         starts."""
         T = invert_T(start["T"]) @ make_T(start["R"], start["t"])
         Rr, tr = T[:3, :3], T[:3, 3]
@@ -418,7 +419,8 @@ def _with_global_search(R, t, cloud, model: SurfaceModel, cfg: DepthStageConfig,
                              _global_rotations(cfg.global_rotations), top=cfg.global_starts)
     if local is not None:  # the local winner, refined already, against the refined global hypotheses
         glob = None if not extra else refine_icp(
-            *extra[0], model, cloud, ICPSettings(align_centroid=False, n_starts=1, threads=cfg.threads),
+            *extra[0], model, cloud, ICPSettings(align_centroid=False, n_starts=1, refine_top=cfg.refine_top,
+                                                 threads=cfg.threads),
             extra_starts=extra[1:])
         return glob if glob is not None and glob.score > local.score + GLOBAL_MARGIN else local
     # the untrusted pose's neighbourhood against the global hypotheses
@@ -442,7 +444,7 @@ def refine_with_depth(R, t, cloud, model: SurfaceModel, cfg: DepthStageConfig, *
     if trust_pose is None:
         centre = np.asarray(R) @ np.asarray(model.points).mean(0) + np.asarray(t).reshape(3)
         trust_pose = bool(np.linalg.norm(centre - cloud.mean(0)) < model.diameter)
-    local_settings = ICPSettings(n_starts=cfg.starts, threads=cfg.threads)
+    local_settings = ICPSettings(n_starts=cfg.starts, refine_top=cfg.refine_top, threads=cfg.threads)
     res = None
     if trust_pose:  # local starts first; the global search only when they do not fit well
         res = refine_icp(R, t, model, cloud, local_settings)
