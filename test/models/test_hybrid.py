@@ -87,6 +87,8 @@ def test_relative_references_and_defaults(checkpoints, tmp_path, monkeypatch):
     assert est.config["clip_checkpoint"].endswith("clip_small.pt")
     two = hybrid.Estimator.from_checkpoints(c, g, device="cpu", region="clip", dinov2_icp_starts=1)
     assert two.dinov2.config["icp_starts"] == 1 and two.config["region"] == "clip"
+    both = hybrid.Estimator.from_checkpoints(c, g, device="cpu", icp_refine_top=16)  # depth-stage keys: both stages
+    assert both.dinov2.depth_stage.refine_top == both.clip.depth_stage.refine_top == 16
     with pytest.raises(ValueError, match="clip_weights"):
         hybrid.Estimator.from_checkpoints(c, g, device="cpu", weights="x.safetensors")
     bad = tmp_path / "bad.yaml"

@@ -136,3 +136,26 @@ def test_plausibility_gates_false_publishes_every_valid_result(make_node):
     node.estimator.poses = [ObjectPose("can_like", np.eye(3), np.array([0.0, 0.0, 4.0]), score=0.8)]
     assert len(_frame(node, 1_000).detections) == 1
     assert _counts(node)["withheld_depth_mismatch"] == "0"
+
+
+@pytest.mark.parametrize("refine_top, expected", [(0, 2), (16, 16)])
+def test_icp_refine_top_reaches_the_loaded_estimator(refine_top, expected):
+    """``icp_refine_top`` (0: the checkpoint's setting) is handed to the estimator the node loads."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from vfm_pose_ros.paths import find_package_file
+    from vfm_pose_ros.ros.pose_node import PoseNode
+
+    checkpoint = find_package_file("models/dinov2_small.pt")  # shipped with the repository
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = PoseNode(context=ctx, parameter_overrides=[
+        Parameter("checkpoint", value=str(checkpoint)), Parameter("backend", value="dinov2"),
+        Parameter("device", value="cpu"), Parameter("icp_refine_top", value=refine_top)])
+    try:
+        assert node.estimator.depth_stage.refine_top == expected
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)

@@ -47,6 +47,7 @@ from ..core.catalogue import Catalogue
 from ..core.detections import box_iou
 from ..core.settings import config_items, settings_from
 from ..core.types import Frame, ObjectPose, Prediction
+from .estimator import DEPTH_STAGE_DEFAULTS
 from .estimator import Estimator as BaseEstimator
 
 BACKEND = "hybrid"
@@ -241,8 +242,8 @@ class Estimator(BaseEstimator):
     # -- construction -----------------------------------------------------------------------------
     @classmethod
     def from_checkpoints(cls, clip_checkpoint, dinov2_checkpoint, device: str = "auto", **overrides) -> Estimator:
-        """From the two backends' checkpoints. Overrides: hybrid settings, ``precision``/``use_depth``/``device``
-        for both stages, ``clip_<key>`` or ``dinov2_<key>`` for one of them."""
+        """From the two backends' checkpoints. Overrides: hybrid settings, ``precision`` and the depth stage's
+        keys (``use_depth``, ``icp_*``) for both stages, ``clip_<key>`` or ``dinov2_<key>`` for one of them."""
         from . import clip, dinov2
 
         hybrid, to_clip, to_dino = {}, {}, {}
@@ -251,7 +252,7 @@ class Estimator(BaseEstimator):
                 hybrid[k] = v
                 if k == "precision":
                     to_clip[k] = to_dino[k] = v
-            elif k == "use_depth":
+            elif k in DEPTH_STAGE_DEFAULTS:  # use_depth, icp_*: the depth stage both stages share
                 to_clip[k] = to_dino[k] = v
             elif k.startswith("clip_"):
                 to_clip[k[len("clip_"):]] = v
@@ -262,7 +263,7 @@ class Estimator(BaseEstimator):
                                  "dinov2_weights=... instead of weights=...")
             else:
                 raise ValueError(f"unknown hybrid setting {k!r}: use a hybrid setting ({sorted(HYBRID_KEYS)}), "
-                                 "precision, use_depth, or clip_<key> / dinov2_<key> for one stage")
+                                 "precision, use_depth, icp_<key>, or clip_<key> / dinov2_<key> for one stage")
         hybrid.setdefault("clip_checkpoint", str(clip_checkpoint))
         hybrid.setdefault("dinov2_checkpoint", str(dinov2_checkpoint))
         c = clip.Estimator.from_checkpoint(clip_checkpoint, device=device, **to_clip)

@@ -102,6 +102,8 @@ POSE_PARAMS: dict[str, Param] = dict([
     _p("camera_info_topic", str, "camera info topic", pattern=_TOPIC),
     _p("depth_topic", str, "depth image topic, aligned to colour", pattern=_TOPIC),
     _p("use_depth", bool, "use depth (ICP refinement, the depth plausibility gate); false = RGB only"),
+    _p("icp_refine_top", int, "ICP starts refined past the coarse pass (0 = the checkpoint's, 2 unless it says; "
+       "16: every start, a point or two more accurate for about half again the depth stage's time)", low=0, high=64),
     _p("input_qos", str, "QoS of the image subscriptions", choices=("sensor_data", "reliable")),
     _p("sync_tolerance_ms", float, "colour and depth stamps may differ by this much", dynamic=True,
        low=0.0, high=10_000.0),

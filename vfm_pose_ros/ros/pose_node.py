@@ -197,6 +197,8 @@ class PoseNode(Node):
             overrides["weights"] = str(weights)
         if self.p["precision"] != "auto":
             overrides["precision"] = self.p["precision"]
+        if self.p["icp_refine_top"]:
+            overrides["icp_refine_top"] = self.p["icp_refine_top"]
         t0 = time.perf_counter()
         try:
             est = load_estimator(str(path), device=self.p["device"], backend=self.p["backend"] or None,
