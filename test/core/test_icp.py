@@ -163,7 +163,8 @@ def test_fit_to_model_matches_open3d_evaluate_registration(scene):
     assert far == (0.0, 0.0)  # no inliers: Open3D reports fitness 0 and rmse 0 as well
 
 
-def _can_scene():
+@pytest.fixture(scope="module")
+def can_scene():
     """A drinks-can-like solid of revolution about z (a lid rim makes top and bottom differ), its surface
     samples and normals, a pose and the depth it casts."""
     body = trimesh.creation.cylinder(radius=0.033, height=0.115, sections=64)
@@ -180,48 +181,45 @@ def _turned(R, t, theta):
     return R @ axis_angle_to_matrix([0.0, 0.0, theta]), t  # (the axis goes through the origin)
 
 
-def test_a_symmetric_model_scores_equivalent_poses_alike():
+def _scores(can_scene, symmetry, poses) -> np.ndarray:
+    """The depth stage's score (at its final distance) of each pose of the can, the model told ``symmetry``."""
+    from vfm_pose_ros.core.icp import _Registration
+
+    pts, normals, _, _, depth = can_scene
+    reg = _Registration(depth_to_points(depth, K, stride=2), SurfaceModel(pts, normals, symmetry=symmetry),
+                        ICPSettings())
+    return np.array([reg.evaluate({"R": Rp, "t": tp, "T": np.eye(4)}, reg.final_thr)[0] for Rp, tp in poses])
+
+
+def test_a_symmetric_model_scores_equivalent_poses_alike(can_scene):
     """The score that picks between ICP starts must not depend on which of a can's equivalent poses a start
     ended at: the visible samples change as the model turns about its axis, and without the symmetry that
     moves the score by about as much as separates a right basin from a flipped one."""
-    from vfm_pose_ros.core.icp import _Registration
     from vfm_pose_ros.core.symmetry import Symmetry
 
-    pts, normals, R, t, depth = _can_scene()
-    obs = depth_to_points(depth, K, stride=2)
+    _, _, R, t, _ = can_scene
     can = Symmetry("continuous", [], np.array([0.0, 0.0, 1.0]), np.zeros(3))
     angles = np.linspace(0.0, 2 * np.pi, 13)[:-1]
-
-    def scores(symmetry, poses):
-        reg = _Registration(obs, SurfaceModel(pts, normals, symmetry=symmetry), ICPSettings())
-        return np.array([reg.evaluate({"R": Rp, "t": tp, "T": np.eye(4)}, reg.final_thr)[0] for Rp, tp in poses])
-
     turned = [_turned(R, t, a) for a in angles]
-    plain, invariant = scores(None, turned), scores(can, turned)
+    plain, invariant = _scores(can_scene, None, turned), _scores(can_scene, can, turned)
     assert np.ptp(plain) > 0.005  # the noise the symmetry removes is real in this scene
     assert np.ptp(invariant) < 1e-9
     assert abs(invariant.mean() - plain.mean()) < 0.01  # the same fit, measured without the noise
     # the score still tells a wrong pose: tilted 8 degrees off the axis, or shifted 4 mm
-    tilted = scores(can, [(axis_angle_to_matrix([np.radians(8.0), 0.0, 0.0]) @ R, t), (R, t + [0.004, 0.0, 0.0])])
+    wrong = [(axis_angle_to_matrix([np.radians(8.0), 0.0, 0.0]) @ R, t), (R, t + [0.004, 0.0, 0.0])]
+    tilted = _scores(can_scene, can, wrong)
     assert (tilted < invariant[0] - 0.02).all()
 
 
-def test_a_discrete_symmetry_scores_equivalent_poses_alike():
+def test_a_discrete_symmetry_scores_equivalent_poses_alike(can_scene):
     """The same for a discrete symmetry: the can declared with only its half turn about the axis."""
-    from vfm_pose_ros.core.icp import _Registration
     from vfm_pose_ros.core.symmetry import Symmetry
 
-    pts, normals, R, t, depth = _can_scene()
-    obs = depth_to_points(depth, K, stride=2)
+    _, _, R, t, _ = can_scene
     half_turn = np.eye(4)
     half_turn[:3, :3] = axis_angle_to_matrix([0.0, 0.0, np.pi])
     poses = [_turned(R, t, a) for a in (0.3, 0.3 + np.pi, 1.2, 1.2 + np.pi)]
-
-    def scores(symmetry):
-        reg = _Registration(obs, SurfaceModel(pts, normals, symmetry=symmetry), ICPSettings())
-        return [reg.evaluate({"R": Rp, "t": tp, "T": np.eye(4)}, reg.final_thr)[0] for Rp, tp in poses]
-
-    plain, invariant = scores(None), scores(Symmetry("discrete", [half_turn]))
+    plain, invariant = _scores(can_scene, None, poses), _scores(can_scene, Symmetry("discrete", [half_turn]), poses)
     assert max(abs(plain[0] - plain[1]), abs(plain[2] - plain[3])) > 0.002
     assert invariant[0] == pytest.approx(invariant[1], abs=1e-12)
     assert invariant[2] == pytest.approx(invariant[3], abs=1e-12)

@@ -40,12 +40,13 @@ def make_node():
     rclpy.init(context=ctx)
     nodes = []
 
-    def _make(**params):
+    def _make(stub: bool = True, **params):
+        """A pose node with the stub estimator (``stub``) or the one its ``checkpoint`` parameter names."""
         from rclpy.parameter import Parameter
 
         from vfm_pose_ros.ros.pose_node import PoseNode
 
-        node = PoseNode(estimator=StubEstimator(), context=ctx,
+        node = PoseNode(estimator=StubEstimator() if stub else None, context=ctx,
                         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         nodes.append(node)
         return node
@@ -139,23 +140,11 @@ def test_plausibility_gates_false_publishes_every_valid_result(make_node):
 
 
 @pytest.mark.parametrize("refine_top, expected", [(0, 2), (16, 16)])
-def test_icp_refine_top_reaches_the_loaded_estimator(refine_top, expected):
+def test_icp_refine_top_reaches_the_loaded_estimator(make_node, refine_top, expected):
     """``icp_refine_top`` (0: the checkpoint's setting) is handed to the estimator the node loads."""
-    import rclpy
-    from rclpy.parameter import Parameter
-
     from vfm_pose_ros.paths import find_package_file
-    from vfm_pose_ros.ros.pose_node import PoseNode
 
     checkpoint = find_package_file("models/dinov2_small.pt")  # shipped with the repository
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = PoseNode(context=ctx, parameter_overrides=[
-        Parameter("checkpoint", value=str(checkpoint)), Parameter("backend", value="dinov2"),
-        Parameter("device", value="cpu"), Parameter("icp_refine_top", value=refine_top)])
-    try:
-        assert node.estimator.depth_stage.refine_top == expected
-    finally:
-        node.stop()
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
+    node = make_node(stub=False, checkpoint=str(checkpoint), backend="dinov2", device="cpu",
+                     icp_refine_top=refine_top)
+    assert node.estimator.depth_stage.refine_top == expected

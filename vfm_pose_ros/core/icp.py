@@ -226,7 +226,7 @@ class _Registration:
         if len(obs) > settings.middle_observed:
             self.middle_source = self._cloud(obs[consistent_subsample(obs, settings.middle_observed)])
         self.obs_centroid, self.model_centre = obs.mean(0), pts.mean(0)
-        self.symmetry = model.symmetry if model.symmetry is not None and model.symmetry.is_symmetric else None
+        self.symmetry = model.symmetry  # canonical_view and _symmetry_centre take None and 'none' alike
         self.symmetry_centre = _symmetry_centre(self.symmetry, pts)
         self.estimation = o3d.pipelines.registration.TransformationEstimationPointToPlane()
         self.pts, self.obs = np.ascontiguousarray(pts), np.ascontiguousarray(obs)  # (pykdtree wants C order)
