@@ -9,6 +9,7 @@ from vfm_pose_ros.core.icp import (
     clean_observed,
     refine_icp,
     refine_with_depth,
+    serial_open3d,
     uniform_rotations,
     visible_mask,
 )
@@ -136,6 +137,30 @@ def test_threaded_depth_stage_gives_the_serial_answer(scene):
     np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-9)
     np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-9)
     assert abs(runs[0][2] - runs[1][2]) < 1e-9 and _add_mm(*runs[1][:2], R, t, pts) < 2.0
+
+
+def test_the_same_input_gives_the_same_pose_bit_for_bit(scene):
+    """Open3D's threaded sums change order run to run, and near a tie between starts that rounding chose the
+    other one: one frame could give two poses. The depth stage runs Open3D on one thread."""
+    mesh, pts, normals, R, t, depth = scene
+    obs = depth_to_points(depth, K, stride=2)
+    R0 = axis_angle_to_matrix(np.radians(12.0) * np.array([0.3, 0.9, 0.1])) @ R
+    model = SurfaceModel(pts, normals, float(np.linalg.norm(mesh.extents)))
+    runs = [refine_icp(R0, t + 0.01, model, obs) for _ in range(6)]
+    assert len({np.concatenate([r.R.ravel(), r.t, [r.score]]).tobytes() for r in runs}) == 1
+
+
+def test_serial_open3d_restores_the_limit_it_found(monkeypatch):
+    """Open3D's limit is process-wide: nested users share one setting and the last out restores the user's."""
+    limit, calls = {"now": 5}, []
+    monkeypatch.setattr(o3d.utility, "get_max_threads", lambda: limit["now"], raising=False)
+    monkeypatch.setattr(o3d.utility, "set_max_threads", lambda n: (calls.append(n), limit.update(now=n)),
+                        raising=False)
+    with serial_open3d():
+        with serial_open3d():
+            assert limit["now"] == 1
+        assert limit["now"] == 1  # the outer user is still inside
+    assert limit["now"] == 5 and calls == [1, 5]
 
 
 def test_fit_to_model_matches_open3d_evaluate_registration(scene):

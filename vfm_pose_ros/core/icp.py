@@ -21,12 +21,15 @@ point (all on the visible surface) finds its partner on the model's visible side
 Threads: the starts are independent ICP runs and Open3D's registration, like pykdtree's
 look-ups, releases the GIL, so they run on a small shared thread pool (``threads``; by default
 the cores this process may use, at most 8). pykdtree spreads each look-up over its own OpenMP
-threads (OMP_NUM_THREADS). The thread count changes the answer only by float
-rounding (Open3D's internal sums), which on a near-tie between starts can pick the other one.
+threads (OMP_NUM_THREADS). Open3D itself runs on one thread while the stage works
+(:func:`serial_open3d`): its TBB reductions sum in an order that changes run to run, and on a
+near-tie between starts that rounding picked the other one, so one frame could give two poses.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
@@ -136,6 +139,35 @@ def parallel_map(fn, items, threads: int | None = None) -> list:
     if n not in _POOLS:
         _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="vfm-icp")
     return list(_POOLS[n].map(fn, items))
+
+
+_OPEN3D_SERIAL = {"lock": threading.Lock(), "users": 0, "previous": 0}
+
+
+@contextlib.contextmanager
+def serial_open3d():
+    """Open3D limited to one thread inside, so that an ICP pass sums its normal equations in one fixed
+    order and the same input gives the same pose. The limit is process-wide (Open3D has no other), so
+    nested and concurrent users share it and the last one out restores the limit found on entry. Open3D
+    before 0.20 has no limit to set and runs as it is."""
+    import open3d as o3d
+
+    util, state = o3d.utility, _OPEN3D_SERIAL
+    if not hasattr(util, "set_max_threads"):
+        yield
+        return
+    with state["lock"]:
+        if state["users"] == 0:
+            state["previous"] = util.get_max_threads()
+            util.set_max_threads(1)
+        state["users"] += 1
+    try:
+        yield
+    finally:
+        with state["lock"]:
+            state["users"] -= 1
+            if state["users"] == 0:
+                util.set_max_threads(state["previous"])
 
 
 def estimate_normals(points, k: int = 16) -> np.ndarray:
@@ -380,13 +412,14 @@ def refine_icp(R0, t0, model: SurfaceModel, observed_points, settings: ICPSettin
     obs = obs[np.isfinite(obs).all(1)]
     if len(obs) < settings.min_points:
         return None
-    reg = _Registration(obs, model, settings)
-    starts, n_local = _starts(reg, np.asarray(R0, dtype=float), np.asarray(t0, dtype=float).reshape(3),
-                              extra_starts)
-    keep = _promising(reg, starts, n_local)
-    margin = {k: settings.extra_margin if k >= n_local else 0.0 for k in keep}
-    ranked = _ranked_after_middle(reg, starts, keep, margin)
-    return _final(reg, starts, ranked, margin, len(obs)) if ranked else None
+    with serial_open3d():
+        reg = _Registration(obs, model, settings)
+        starts, n_local = _starts(reg, np.asarray(R0, dtype=float), np.asarray(t0, dtype=float).reshape(3),
+                                  extra_starts)
+        keep = _promising(reg, starts, n_local)
+        margin = {k: settings.extra_margin if k >= n_local else 0.0 for k in keep}
+        ranked = _ranked_after_middle(reg, starts, keep, margin)
+        return _final(reg, starts, ranked, margin, len(obs)) if ranked else None
 
 
 _GLOBAL_ROTATIONS: dict[int, np.ndarray] = {}
