@@ -56,7 +56,8 @@ def grey_noise(rgb: np.ndarray, seed: int) -> np.ndarray:
 
 def run(checkpoint: str, frames, catalogue, device: str, noise_draws: int = 2) -> dict:
     """Per input ("rgb", "rgbd"): how many fp32 poses are right, and per compared variant (the half precisions,
-    then the noise reference) how many of them it reproduces, with the misses as (frame, object, mm, deg)."""
+    then the noise reference) how many of them it reproduces, with the misses as (frame, object, mm, degrees,
+    still right)."""
     from vfm_pose_ros.models import load_estimator
 
     syms = {o.name: symmetry_transformations(o.symmetry, SYM_STEP) for o in catalogue}
