@@ -3,7 +3,9 @@
 
 Per backbone, at fp16 (and an fp32 baseline at batch 1): end-to-end milliseconds per frame and frames/s for
 batch 1 and 8, RGB-only and with depth, with the per-stage times the estimator reports; then the same with
-``compile_backbone: true`` (torch.compile on the backbone), so the A/B says whether the switch helps.
+``compile_backbone: true`` (torch.compile on the backbone), so the A/B says whether the switch helps. One more
+run, fp16 batch 1 with depth, lets Open3D use every core in the depth stage again (``open3d-threads``): what
+the stage's one-thread, deterministic Open3D costs on this machine.
 ``--smoke`` runs tiny configurations (batch 1 and 2, the compile A/B on DINOv2 only) on any device, to check
 the script itself.
 """
@@ -80,8 +82,12 @@ def measure_backend(backend: str, cat, frames, device: str, smoke: bool, repeats
                         fs = [f if depth else _rgb_only(f) for f in frames[:batch]]
                         key = f"{precision}/b{batch}/{'rgbd' if depth else 'rgb'}/{'compiled' if compiled else 'eager'}"
                         out["runs"][key] = timed(e, fs, repeats, warmup)
-                        print(f"  {backend:6s} {key:28s} {out['runs'][key]['ms_per_frame']:9.2f} ms/frame "
-                              f"{out['runs'][key]['fps']:8.1f} frames/s", flush=True)
+                        _report(backend, key, out["runs"][key])
+            if not compiled:
+                with _open3d_threaded():
+                    key = "fp16/b1/rgbd/eager/open3d-threads"
+                    out["runs"][key] = timed(est, frames[:1], repeats, warmup)
+                    _report(backend, key, out["runs"][key])
             del est
             if device == "cuda":
                 torch.cuda.empty_cache()
@@ -89,6 +95,21 @@ def measure_backend(backend: str, cat, frames, device: str, smoke: bool, repeats
             out["runs"][f"error/{'compiled' if compiled else 'eager'}"] = f"{type(exc).__name__}: {exc}"[:500]
             print(f"  {backend}: {'compiled' if compiled else 'eager'} failed: {type(exc).__name__}: {exc}"[:300])
     return out
+
+
+def _report(backend: str, key: str, run: dict) -> None:
+    print(f"  {backend:6s} {key:34s} {run['ms_per_frame']:9.2f} ms/frame {run['fps']:8.1f} frames/s", flush=True)
+
+
+def _open3d_threaded():
+    """The depth stage with Open3D on every core, as before it was made deterministic (core.icp.serial_open3d
+    a no-op): the A/B of what the one-thread limit costs."""
+    from contextlib import nullcontext
+    from unittest import mock
+
+    from vfm_pose_ros.core import icp
+
+    return mock.patch.object(icp, "serial_open3d", nullcontext)
 
 
 def _rgb_only(frame):
@@ -130,10 +151,10 @@ def print_table(result: dict) -> None:
     for backend, r in result["backends"].items():
         for key, v in r["runs"].items():
             if isinstance(v, str):
-                print(f"{backend:6s} {key:28s} {v}")
+                print(f"{backend:6s} {key:34s} {v}")
                 continue
             stages = ", ".join(f"{k} {ms:.1f}" for k, ms in v["stages_ms_per_call"].items())
-            print(f"{backend:6s} {key:28s} {v['ms_per_frame']:9.2f} | {v['fps']:7.1f}   {stages}")
+            print(f"{backend:6s} {key:34s} {v['ms_per_frame']:9.2f} | {v['fps']:7.1f}   {stages}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ def test_gpu_check_cpu_smoke(tmp_path):
     runs = data["bench"]["backends"]
     for backend in ("dinov2", "clip"):
         keys = runs[backend]["runs"]
-        assert {"fp16/b1/rgb/eager", "fp16/b2/rgbd/eager", "fp32/b1/rgb/eager"} <= set(keys), sorted(keys)
+        assert {"fp16/b1/rgb/eager", "fp16/b2/rgbd/eager", "fp32/b1/rgb/eager",
+                "fp16/b1/rgbd/eager/open3d-threads"} <= set(keys), sorted(keys)
         assert all(isinstance(v, dict) and v["fps"] > 0 and v["stages_ms_per_call"] for v in keys.values()), keys
     assert "fp16/b1/rgb/compiled" in runs["dinov2"]["runs"]
     assert data["precision_agreement"]["results"]
