@@ -132,6 +132,8 @@ def main(argv=None) -> int:
                     help="fp32 runs on frames with ±1 grey level of noise, the reference rows (0: none)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
+    if args.noise_draws < 0 or args.frames < 1:
+        ap.error("--noise-draws must be 0 or more and --frames 1 or more")
     for ck in args.checkpoints:
         if not Path(ck).is_file():
             print(f"error: checkpoint {ck} not found", file=sys.stderr)
