@@ -46,3 +46,13 @@ def test_doctor_fails_only_for_required_pieces(monkeypatch, capsys):
     original = doctor._import
     monkeypatch.setattr(doctor, "_import", lambda m: (None, "gone") if m in optional else original(m))
     assert doctor.run(argparse.Namespace(json=False, no_ros_init=True)) == 0
+
+
+def test_doctor_says_whether_the_depth_stage_is_deterministic(monkeypatch):
+    """Open3D before 0.20 cannot be held to one thread, and then the same frame can give another pose."""
+    o3d = pytest.importorskip("open3d")
+    check = doctor.check_open3d("fix")
+    assert check.status == doctor.OK and "deterministic" in check.detail, check
+    monkeypatch.delattr(o3d.utility, "set_max_threads")
+    check = doctor.check_open3d("fix")
+    assert check.status == doctor.WARN and "open3d>=0.20" in check.fix, check

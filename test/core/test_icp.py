@@ -163,6 +163,14 @@ def test_serial_open3d_restores_the_limit_it_found(monkeypatch):
     assert limit["now"] == 5 and calls == [1, 5]
 
 
+def test_icp_runs_on_an_open3d_without_a_thread_limit(scene, monkeypatch):
+    """Open3D before 0.20 has no set_max_threads: the stage still runs (doctor warns that it is not repeatable)."""
+    mesh, pts, normals, R, t, depth = scene
+    monkeypatch.delattr(o3d.utility, "set_max_threads", raising=False)
+    res = refine_icp(R, t + 0.005, SurfaceModel(pts, normals), depth_to_points(depth, K, stride=3))
+    assert res is not None and _add_mm(res.R, res.t, R, t, pts) < 2.0
+
+
 def test_fit_to_model_matches_open3d_evaluate_registration(scene):
     """The depth stage scores starts with fit_to_model (one model tree for all starts); it must give Open3D's
     evaluate_registration fitness and inlier rmse for the same pose and distance."""

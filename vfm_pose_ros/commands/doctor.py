@@ -155,6 +155,18 @@ def check_module(module: str, name: str, fix: str, dist: str | None = None, why:
     return Check(name, OK, str(version))
 
 
+def check_open3d(fix: str) -> Check:
+    """Open3D, and whether the depth stage can run it on one thread, which makes its poses reproducible."""
+    check = check_module("open3d", "open3d", fix)
+    if check.status != OK:
+        return check
+    if hasattr(importlib.import_module("open3d").utility, "set_max_threads"):
+        return Check("open3d", OK, f"{check.detail}; the depth stage is deterministic (Open3D on one thread in it)")
+    return Check("open3d", WARN, f"{check.detail} cannot limit its threads: the depth stage's sums change order run to "
+                 "run, so a near-tie between ICP starts can give another pose for the same frame",
+                 "pip install 'open3d>=0.20' for reproducible poses")
+
+
 def check_dds_profile(user_set: bool) -> Check:
     path = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
     if not path:
@@ -212,8 +224,8 @@ def run_checks(ros_init: bool = True) -> list[Check]:
         check_torch(),
         check_module("open_clip", "open_clip", ml_fix, dist="open_clip_torch"),
         check_module("timm", "timm", ml_fix),
-        check_module("open3d", "open3d", base_fix + "; Debian needs libusb-1.0-0 (and libvulkan1 "
-                     "mesa-vulkan-drivers for offscreen rendering)"),
+        check_open3d(base_fix + "; Debian needs libusb-1.0-0 (and libvulkan1 mesa-vulkan-drivers for offscreen "
+                     "rendering)"),
         check_module("pykdtree", "pykdtree", base_fix),
         check_module("cv2", "opencv", base_fix, dist="opencv-python-headless"),
         check_module("rosbags", "rosbags", base_fix),
