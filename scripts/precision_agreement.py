@@ -48,6 +48,11 @@ def pose_difference(obj, sym, R_a, t_a, R_b, t_b) -> tuple[float, float]:
 NOISE_ROW = "fp32 ±1 grey"
 
 
+def is_right(pose, obj, gts, pts) -> bool:
+    """ADD(-S) under 0.1 of the diameter against one of the object's ground-truth instances ``gts``."""
+    return min(add_s(pose.R, pose.t, g.R, g.t, pts, obj.symmetric) for g in gts) <= 0.1 * obj.diameter
+
+
 def grey_noise(rgb: np.ndarray, seed: int) -> np.ndarray:
     """``rgb`` with every value moved by -1, 0 or +1 (uniformly, seeded), clipped to 0..255."""
     step = np.random.default_rng(seed).integers(-1, 2, size=rgb.shape)
@@ -81,7 +86,7 @@ def run(checkpoint: str, frames, catalogue, device: str, noise_draws: int = 2) -
                 obj = catalogue[p.name]
                 gts = [g for g in f.gts if g.name == p.name]
                 pts = obj.eval_points(500)
-                if not gts or min(add_s(p.R, p.t, g.R, g.t, pts, obj.symmetric) for g in gts) > 0.1 * obj.diameter:
+                if not gts or not is_right(p, obj, gts, pts):
                     continue
                 right += 1
                 for name in poses:
@@ -90,9 +95,8 @@ def run(checkpoint: str, frames, catalogue, device: str, noise_draws: int = 2) -
                         rows[name].append((fi, p.name, float("inf"), float("inf"), False))
                         continue
                     q = min(same, key=lambda q: np.linalg.norm(q.t - p.t))
-                    still_right = min(add_s(q.R, q.t, g.R, g.t, pts, obj.symmetric) for g in gts) <= 0.1 * obj.diameter
                     rows[name].append((fi, p.name, *pose_difference(obj, syms[p.name], q.R, q.t, p.R, p.t),
-                                       bool(still_right)))
+                                       is_right(q, obj, gts, pts)))
         key = "rgbd" if use_depth else "rgb"
         out[key] = {"fp32_right": right}
         for h in HALF:
